@@ -1,0 +1,30 @@
+// lorakit::Parameter: a trainable tensor seen flat, with its gradient, for optimizers and serializers.
+#pragma once
+
+#include "lorakit/core/types.hpp"
+
+#include <string>
+
+namespace lorakit {
+
+/// A view of one trainable tensor and its gradient as flat vectors over the owner's memory (row-major order).
+/// It stays valid while the owner (an adapter) is alive and does not reallocate the tensor.
+template <class T>
+struct Parameter {
+  std::string name;
+  Eigen::Map<Vector<T>> value;
+  Eigen::Map<Vector<T>> grad;
+};
+
+/// A flat view of a matrix (owned by the caller), as a Parameter's `value` or `grad`.
+template <class T>
+Eigen::Map<Vector<T>> flat_view(Matrix<T>& m) {
+  return Eigen::Map<Vector<T>>(m.data(), m.size());
+}
+
+template <class T>
+Eigen::Map<Vector<T>> flat_view(Vector<T>& v) {
+  return Eigen::Map<Vector<T>>(v.data(), v.size());
+}
+
+}  // namespace lorakit

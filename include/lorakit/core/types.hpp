@@ -1,0 +1,43 @@
+// Basic types shared by every lorakit header: scalar-generic row-major matrices, vectors, and the
+// Eigen::Ref aliases that public functions take so callers can pass Eigen::Map views of their own memory.
+#pragma once
+
+#include <Eigen/Core>
+
+#include <type_traits>
+
+namespace lorakit {
+
+/// Index type of every size and position (Eigen's signed index).
+using Index = Eigen::Index;
+
+/// Dense matrix with PyTorch's layout: row-major, so `[tokens x features]` activations and
+/// `[out x in]` weights can be shared with libtorch or ggml buffers without a copy.
+template <class T>
+using Matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+/// Dense column vector.
+template <class T>
+using Vector = Eigen::Matrix<T, Eigen::Dynamic, 1>;
+
+/// Read-only matrix argument: binds a `Matrix<T>`, an `Eigen::Map<Matrix<T>>` or a row block without copying.
+template <class T>
+using ConstMatrixRef = Eigen::Ref<const Matrix<T>>;
+
+/// Writable matrix argument (outputs that are accumulated into).
+template <class T>
+using MatrixRef = Eigen::Ref<Matrix<T>>;
+
+/// Read-only vector argument.
+template <class T>
+using ConstVectorRef = Eigen::Ref<const Vector<T>>;
+
+namespace detail {
+template <class T>
+inline constexpr bool is_supported_scalar_v = std::is_same_v<T, float> || std::is_same_v<T, double>;
+}  // namespace detail
+
+#define LORAKIT_STATIC_ASSERT_SCALAR(T) \
+  static_assert(::lorakit::detail::is_supported_scalar_v<T>, "lorakit: the scalar type T must be float or double")
+
+}  // namespace lorakit

@@ -1,0 +1,15 @@
+// lorakit umbrella header: every part of the library except io/ (which needs nlohmann-json).
+#pragma once
+
+#include "lorakit/core/error.hpp"
+#include "lorakit/core/parameter.hpp"
+#include "lorakit/core/random.hpp"
+#include "lorakit/core/types.hpp"
+
+#include "lorakit/kernel/lowrank_products.hpp"
+
+#include "lorakit/adapter/adapted_linear.hpp"
+#include "lorakit/adapter/adapter_set.hpp"
+#include "lorakit/adapter/lora.hpp"
+
+#include "lorakit/optim/adamw.hpp"

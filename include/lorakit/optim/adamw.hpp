@@ -1,0 +1,176 @@
+// lorakit::AdamW: PyTorch's AdamW over the flat parameters of an adapter set.
+#pragma once
+
+#include "lorakit/core/error.hpp"
+#include "lorakit/core/parameter.hpp"
+
+#include <cmath>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace lorakit {
+
+/// Hyper-parameters, with PyTorch's defaults.
+struct AdamWConfig {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 1e-2;
+};
+
+/// AdamW (Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019), step for step as
+/// `torch.optim.AdamW`: for each parameter p with gradient g at its own step t,
+/// \f[ p \leftarrow p (1 - \eta\lambda),\quad m \leftarrow \beta_1 m + (1-\beta_1) g,\quad
+///     v \leftarrow \beta_2 v + (1-\beta_2) g^2, \f]
+/// \f[ p \leftarrow p - \frac{\eta}{1-\beta_1^t}\, \frac{m}{\sqrt{v}/\sqrt{1-\beta_2^t} + \epsilon}. \f]
+/// The moments are kept per parameter name, so the state of one parameter can be reset when its shape changes
+/// (a rank change) while the others keep theirs.
+template <class T>
+class AdamW {
+  LORAKIT_STATIC_ASSERT_SCALAR(T);
+
+ public:
+  AdamW(std::vector<Parameter<T>> parameters, const AdamWConfig& config = {}) : config_(config) {
+    validate(config);
+    rebind(std::move(parameters));
+  }
+
+  const AdamWConfig& config() const { return config_; }
+  /// Changes the learning rate (schedules).
+  void set_lr(double lr) {
+    if (!(lr >= 0) || !std::isfinite(lr)) detail::fail<ValueError>("AdamW::set_lr", "lr is ", lr, ", expected >= 0");
+    config_.lr = lr;
+  }
+
+  /// One update of every parameter from its current gradient.
+  void step() {
+    for (auto& slot : slots_) update(slot);
+  }
+
+  /// Sets every gradient to zero.
+  void zero_grad() {
+    for (auto& slot : slots_) slot.parameter.grad.setZero();
+  }
+
+  /// Forgets the moments and the step count of `name` (its size is re-read from its current view).
+  void reset_state(const std::string& name) {
+    Slot& slot = slots_[position("AdamW::reset_state", name)];
+    clear(slot);
+  }
+
+  /// Rebinds `name` to a new view (for a tensor that was reallocated, e.g. after a rank change) and forgets its state.
+  void reset_state(const std::string& name, Parameter<T> parameter) {
+    Slot& slot = slots_[position("AdamW::reset_state", name)];
+    if (parameter.name != name) {
+      detail::fail<ValueError>("AdamW::reset_state", "parameter is named '", parameter.name, "', expected '", name, "'");
+    }
+    check_views("AdamW::reset_state", parameter);
+    slot.parameter = std::move(parameter);
+    clear(slot);
+  }
+
+  /// Rebinds to a new list of views: a name seen before whose size is unchanged keeps its state, every other
+  /// name starts fresh, names no longer present are dropped.
+  void rebind(std::vector<Parameter<T>> parameters) {
+    std::vector<Slot> slots;
+    std::map<std::string, std::size_t> index;
+    slots.reserve(parameters.size());
+    for (auto& parameter : parameters) {
+      check_views("AdamW::rebind", parameter);
+      if (index.count(parameter.name)) {
+        detail::fail<ValueError>("AdamW::rebind", "parameter name '", parameter.name, "' appears twice");
+      }
+      const auto old = index_.find(parameter.name);
+      Slot slot{std::move(parameter), Vector<T>(), Vector<T>(), 0};
+      if (old != index_.end() && slots_[old->second].m.size() == slot.parameter.value.size()) {
+        const Slot& previous = slots_[old->second];
+        slot.m = previous.m;
+        slot.v = previous.v;
+        slot.steps = previous.steps;
+      } else {
+        clear(slot);
+      }
+      index.emplace(slot.parameter.name, slots.size());
+      slots.push_back(std::move(slot));
+    }
+    slots_ = std::move(slots);
+    index_ = std::move(index);
+  }
+
+  /// Steps taken by `name` since its state was last reset.
+  long long steps(const std::string& name) const { return slots_[position("AdamW::steps", name)].steps; }
+  /// First and second moments of `name` (flat).
+  const Vector<T>& first_moment(const std::string& name) const { return slots_[position("AdamW::first_moment", name)].m; }
+  const Vector<T>& second_moment(const std::string& name) const {
+    return slots_[position("AdamW::second_moment", name)].v;
+  }
+
+ private:
+  struct Slot {
+    Parameter<T> parameter;
+    Vector<T> m, v;
+    long long steps = 0;
+  };
+
+  static void validate(const AdamWConfig& c) {
+    constexpr const char* where = "AdamW::AdamW";
+    auto in_range = [&](const char* name, double value, double lo, double hi) {
+      if (!(value >= lo && value < hi)) detail::fail<ValueError>(where, name, " is ", value, ", expected in [", lo, ", ", hi, ")");
+    };
+    in_range("lr", c.lr, 0, INFINITY);
+    in_range("beta1", c.beta1, 0, 1);
+    in_range("beta2", c.beta2, 0, 1);
+    in_range("weight_decay", c.weight_decay, 0, INFINITY);
+    if (!(c.eps > 0) || !std::isfinite(c.eps)) detail::fail<ValueError>(where, "eps is ", c.eps, ", expected > 0");
+  }
+
+  static void check_views(const char* where, const Parameter<T>& p) {
+    if (p.value.size() != p.grad.size()) {
+      detail::fail<ShapeError>(where, "parameter '", p.name, "' has ", p.value.size(), " values but ", p.grad.size(),
+                               " gradient entries");
+    }
+  }
+
+  static void clear(Slot& slot) {
+    slot.m.setZero(slot.parameter.value.size());
+    slot.v.setZero(slot.parameter.value.size());
+    slot.steps = 0;
+  }
+
+  std::size_t position(const char* where, const std::string& name) const {
+    const auto it = index_.find(name);
+    if (it == index_.end()) detail::fail<ValueError>(where, "no parameter named '", name, "'");
+    return it->second;
+  }
+
+  void update(Slot& slot) {
+    auto& p = slot.parameter;
+    if (slot.m.size() != p.value.size()) {
+      detail::fail<StateError>("AdamW::step", "parameter '", p.name, "' has ", p.value.size(), " values but its state has ",
+                               slot.m.size(), " (call reset_state after changing its shape)");
+    }
+    ++slot.steps;
+    const double t = static_cast<double>(slot.steps);
+    const T decay = static_cast<T>(1.0 - config_.lr * config_.weight_decay);
+    const T b1 = static_cast<T>(config_.beta1), b2 = static_cast<T>(config_.beta2);
+    const T step_size = static_cast<T>(config_.lr / (1.0 - std::pow(config_.beta1, t)));
+    const T inv_sqrt_bc2 = static_cast<T>(1.0 / std::sqrt(1.0 - std::pow(config_.beta2, t)));
+    const T eps = static_cast<T>(config_.eps);
+    auto value = p.value.array();
+    auto grad = p.grad.array();
+    auto m = slot.m.array();
+    auto v = slot.v.array();
+    value *= decay;
+    m = b1 * m + (T(1) - b1) * grad;
+    v = b2 * v + (T(1) - b2) * grad.square();
+    value -= step_size * m / (v.sqrt() * inv_sqrt_bc2 + eps);
+  }
+
+  AdamWConfig config_;
+  std::vector<Slot> slots_;
+  std::map<std::string, std::size_t> index_;
+};
+
+}  // namespace lorakit

@@ -1,0 +1,28 @@
+# cmake -P script: configure, build and run the consumer project in MODE add_subdirectory or find_package.
+file(REMOVE_RECURSE ${WORK})
+file(MAKE_DIRECTORY ${WORK})
+
+function(run)
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "command failed (${rc}): ${ARGN}\n${out}\n${err}")
+  endif()
+  message(STATUS "${out}")
+endfunction()
+
+set(configure_args -S ${PROJECT} -B ${WORK}/build -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=${CXX})
+if(MODE STREQUAL "add_subdirectory")
+  list(APPEND configure_args -DLORAKIT_SOURCE_DIR=${LORAKIT_SOURCE_DIR})
+elseif(MODE STREQUAL "find_package")
+  run(${CMAKE_COMMAND} --install ${LORAKIT_BINARY_DIR} --prefix ${WORK}/prefix)
+  if(NOT EXISTS ${WORK}/prefix/share/lorakit/cmake/lorakitConfigVersion.cmake)
+    message(FATAL_ERROR "install did not write lorakitConfigVersion.cmake")
+  endif()
+  list(APPEND configure_args -DCMAKE_PREFIX_PATH=${WORK}/prefix -DCMAKE_FIND_PACKAGE_PREFER_CONFIG=ON)
+else()
+  message(FATAL_ERROR "unknown MODE '${MODE}'")
+endif()
+
+run(${CMAKE_COMMAND} ${configure_args})
+run(${CMAKE_COMMAND} --build ${WORK}/build)
+run(${WORK}/build/consumer)
