@@ -8,7 +8,10 @@
 namespace lorakit {
 
 /// A view of one trainable tensor and its gradient as flat vectors over the owner's memory (row-major order).
-/// It stays valid while the owner (an adapter) is alive and does not reallocate the tensor.
+/// It stays valid while the owner (an adapter) is alive and does not reallocate the tensor. Note that
+/// move-assigning a temporary to the owner's matrix (`lora.A() = some_function();`) hands the matrix the
+/// temporary's storage: write in place (`lora.A().noalias() = ...`, `lora.A() = expression`) to keep views valid,
+/// or take `parameters()` again. Eigen::Map members copy coefficients on assignment: rebind by constructing.
 template <class T>
 struct Parameter {
   std::string name;

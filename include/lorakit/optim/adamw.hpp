@@ -51,10 +51,10 @@ class AdamW {
 
   /// Sets every gradient to zero.
   void zero_grad() {
-    for (auto& slot : slots_) slot.parameter.grad.setZero();
+    for (auto& slot : slots_) slot.grad().setZero();
   }
 
-  /// Forgets the moments and the step count of `name` (its size is re-read from its current view).
+  /// Forgets the moments and the step count of `name` (same tensor, same size).
   void reset_state(const std::string& name) {
     Slot& slot = slots_[position("AdamW::reset_state", name)];
     clear(slot);
@@ -67,7 +67,7 @@ class AdamW {
       detail::fail<ValueError>("AdamW::reset_state", "parameter is named '", parameter.name, "', expected '", name, "'");
     }
     check_views("AdamW::reset_state", parameter);
-    slot.parameter = std::move(parameter);
+    slot.bind(parameter);
     clear(slot);
   }
 
@@ -83,8 +83,9 @@ class AdamW {
         detail::fail<ValueError>("AdamW::rebind", "parameter name '", parameter.name, "' appears twice");
       }
       const auto old = index_.find(parameter.name);
-      Slot slot{std::move(parameter), Vector<T>(), Vector<T>(), 0};
-      if (old != index_.end() && slots_[old->second].m.size() == slot.parameter.value.size()) {
+      Slot slot;
+      slot.bind(parameter);
+      if (old != index_.end() && slots_[old->second].m.size() == slot.size) {
         const Slot& previous = slots_[old->second];
         slot.m = previous.m;
         slot.v = previous.v;
@@ -92,7 +93,7 @@ class AdamW {
       } else {
         clear(slot);
       }
-      index.emplace(slot.parameter.name, slots.size());
+      index.emplace(slot.name, slots.size());
       slots.push_back(std::move(slot));
     }
     slots_ = std::move(slots);
@@ -108,10 +109,23 @@ class AdamW {
   }
 
  private:
+  // A parameter's views are kept as pointers: assigning an Eigen::Map copies coefficients instead of rebinding.
   struct Slot {
-    Parameter<T> parameter;
+    std::string name;
+    T* value_data = nullptr;
+    T* grad_data = nullptr;
+    Index size = 0;
     Vector<T> m, v;
     long long steps = 0;
+
+    void bind(Parameter<T>& p) {
+      name = p.name;
+      value_data = p.value.data();
+      grad_data = p.grad.data();
+      size = p.value.size();
+    }
+    Eigen::Map<Vector<T>> value() { return Eigen::Map<Vector<T>>(value_data, size); }
+    Eigen::Map<Vector<T>> grad() { return Eigen::Map<Vector<T>>(grad_data, size); }
   };
 
   static void validate(const AdamWConfig& c) {
@@ -134,8 +148,8 @@ class AdamW {
   }
 
   static void clear(Slot& slot) {
-    slot.m.setZero(slot.parameter.value.size());
-    slot.v.setZero(slot.parameter.value.size());
+    slot.m.setZero(slot.size);
+    slot.v.setZero(slot.size);
     slot.steps = 0;
   }
 
@@ -146,11 +160,6 @@ class AdamW {
   }
 
   void update(Slot& slot) {
-    auto& p = slot.parameter;
-    if (slot.m.size() != p.value.size()) {
-      detail::fail<StateError>("AdamW::step", "parameter '", p.name, "' has ", p.value.size(), " values but its state has ",
-                               slot.m.size(), " (call reset_state after changing its shape)");
-    }
     ++slot.steps;
     const double t = static_cast<double>(slot.steps);
     const T decay = static_cast<T>(1.0 - config_.lr * config_.weight_decay);
@@ -158,8 +167,10 @@ class AdamW {
     const T step_size = static_cast<T>(config_.lr / (1.0 - std::pow(config_.beta1, t)));
     const T inv_sqrt_bc2 = static_cast<T>(1.0 / std::sqrt(1.0 - std::pow(config_.beta2, t)));
     const T eps = static_cast<T>(config_.eps);
-    auto value = p.value.array();
-    auto grad = p.grad.array();
+    auto value_view = slot.value();
+    auto grad_view = slot.grad();
+    auto value = value_view.array();
+    auto grad = grad_view.array();
     auto m = slot.m.array();
     auto v = slot.v.array();
     value *= decay;

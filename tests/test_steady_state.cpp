@@ -1,0 +1,80 @@
+// No heap allocation in a steady-state training step: forward, backward, optimizer step.
+//
+// Two counters: a replaced global operator new (std containers, strings) and Eigen's own allocator check
+// (EIGEN_RUNTIME_NO_MALLOC), which sees every Eigen temporary and workspace, since Eigen allocates with
+// malloc rather than operator new.
+#define EIGEN_RUNTIME_NO_MALLOC
+#include <atomic>
+#include <cstdlib>
+#include <new>
+
+namespace {
+std::atomic<long> eigen_allocation_attempts{0};
+std::atomic<long> operator_new_calls{0};
+}  // namespace
+
+// Counts Eigen's refused allocations instead of aborting (eigen_assert is otherwise off in Release builds).
+#define eigen_assert(x) \
+  do {                  \
+    if (!(x)) ++eigen_allocation_attempts; \
+  } while (false)
+
+#include <catch2/catch.hpp>
+
+#include "test_support.hpp"
+
+#include <lorakit/adapter/adapted_linear.hpp>
+#include <lorakit/adapter/lora.hpp>
+#include <lorakit/optim/adamw.hpp>
+
+void* operator new(std::size_t size) {
+  ++operator_new_calls;
+  if (void* p = std::malloc(size ? size : 1)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+
+using namespace lorakit;
+
+TEMPLATE_TEST_CASE("A steady-state LoRA training step allocates nothing", "[steady_state]", float, double) {
+  using T = TestType;
+  // Small enough that Eigen's matrix-product blocking fits its stack buffer (EIGEN_STACK_ALLOCATION_LIMIT);
+  // larger products take their packing buffers from the heap inside Eigen itself.
+  const Index in = 64, out = 48, r = 8, n = 16;
+  for (double dropout : {0.0, 0.1}) {
+    LoraConfig c;
+    c.rank = r;
+    c.dropout = dropout;
+    auto layer = AdaptedLinear<T, Lora<T>>::owning(testing::random_matrix<T>(out, in, 1), Lora<T>(in, out, c));
+    layer.set_bias(Vector<T>::Ones(out));
+    AdamW<T> adamw(layer.adapter().parameters());
+    const Matrix<T> x = testing::random_matrix<T>(n, in, 2), dy = testing::random_matrix<T>(n, out, 3);
+    Matrix<T> y(n, out), dx(n, in);
+    auto step = [&] {
+      layer.forward(x, y);
+      adamw.zero_grad();
+      layer.backward(x, dy, dx);
+      adamw.step();
+    };
+    step();  // the first step sizes the workspaces
+
+    const long new_before = operator_new_calls.load();
+    eigen_allocation_attempts = 0;
+    Eigen::internal::set_is_malloc_allowed(false);
+    for (int i = 0; i < 5; ++i) step();
+    Eigen::internal::set_is_malloc_allowed(true);
+    CHECK(eigen_allocation_attempts.load() == 0);
+    CHECK(operator_new_calls.load() - new_before == 0);
+  }
+
+  // The counters do see allocations: a temporary matrix trips Eigen's, a std::vector the other.
+  eigen_allocation_attempts = 0;
+  Eigen::internal::set_is_malloc_allowed(false);
+  { Matrix<T> temporary(50, 50); }
+  Eigen::internal::set_is_malloc_allowed(true);
+  CHECK(eigen_allocation_attempts.load() > 0);
+  const long before = operator_new_calls.load();
+  { std::vector<int> v(10); }
+  CHECK(operator_new_calls.load() > before);
+}
