@@ -2,6 +2,7 @@
 // Language Models", ICLR 2022), with PEFT's initializations, scaling, dropout and merge semantics.
 #pragma once
 
+#include "lorakit/adapter/detail/branch.hpp"
 #include "lorakit/core/error.hpp"
 #include "lorakit/core/parameter.hpp"
 #include "lorakit/core/random.hpp"
@@ -57,7 +58,7 @@ class Lora {
   /// A fresh adapter initialized as `config.init` says. Errors: in or out < 1, rank outside [1, min(in, out)],
   /// alpha not finite, dropout outside [0, 1).
   Lora(Index in_features, Index out_features, const LoraConfig& config)
-      : in_(in_features), out_(out_features), config_(config), dropout_rng_(config.seed, 1) {
+      : in_(in_features), out_(out_features), config_(config), dropout_(config.seed, config.dropout) {
     validate("Lora::Lora", in_features, out_features, config);
     scaling_ = static_cast<T>(lora_scaling(config.alpha, config.rank, config.use_rslora));
     A_.setZero(config.rank, in_features);
@@ -113,19 +114,15 @@ class Lora {
   void set_training(bool training) { training_ = training; }
   bool training() const { return training_; }
   /// The mask of the last training forward with dropout ([n x in], entries 0 or 1/(1-p)).
-  const Matrix<T>& dropout_mask() const { return mask_; }
+  const Matrix<T>& dropout_mask() const { return dropout_.mask(); }
 
   /// y += s (x~ A^T) B^T for x [n x in], y [n x out]. Keeps x~ A^T for the backward.
   void forward(const ConstMatrixRef<T>& x, MatrixRef<T> y) {
     constexpr const char* where = "Lora::forward";
-    check_batch(where, x);
+    detail::check_batch<T>(where, x, in_);
     detail::check_shape(where, "y", y.rows(), y.cols(), x.rows(), out_);
     if (uses_dropout()) {
-      mask_.resize(x.rows(), in_);
-      dropout_rng_.fill_dropout_mask(mask_, config_.dropout);
-      dropped_.resize(x.rows(), in_);
-      dropped_.noalias() = x.cwiseProduct(mask_);
-      kernel::project<T>(dropped_, A_, xa_);
+      kernel::project<T>(dropout_.apply(x), A_, xa_);
     } else {
       kernel::project<T>(x, A_, xa_);
     }
@@ -143,8 +140,7 @@ class Lora {
     detail::check_shape(where, "dx", dx.rows(), dx.cols(), x.rows(), in_);
     backward_impl(where, x, dy);
     if (forward_used_dropout_) {
-      dropped_.noalias() = t_ * A_;  // the dropped input is no longer needed: reuse its storage
-      dx.noalias() += dropped_.cwiseProduct(mask_);
+      dropout_.add_masked(t_ * A_, dx);  // the dropped input is no longer needed: its storage is reused
     } else {
       dx.noalias() += t_ * A_;
     }
@@ -176,37 +172,24 @@ class Lora {
 
  private:
   static void validate(const char* where, Index in, Index out, const LoraConfig& config) {
-    if (in < 1) detail::fail<ValueError>(where, "in_features is ", in, ", expected >= 1");
-    if (out < 1) detail::fail<ValueError>(where, "out_features is ", out, ", expected >= 1");
+    detail::check_features(where, in, out);
     if (config.rank < 1 || config.rank > std::min(in, out)) {
       detail::fail<ValueError>(where, "rank is ", config.rank, ", expected 1 <= rank <= min(in_features, out_features) = ",
                                std::min(in, out));
     }
     detail::check_finite_scalar(where, "alpha", config.alpha);
-    if (!(config.dropout >= 0 && config.dropout < 1)) {
-      detail::fail<ValueError>(where, "dropout is ", config.dropout, ", expected 0 <= dropout < 1");
-    }
+    detail::check_dropout(where, config.dropout);
   }
 
   bool uses_dropout() const { return training_ && config_.dropout > 0; }
 
-  void check_batch(const char* where, const ConstMatrixRef<T>& x) const {
-    if (x.rows() == 0) detail::fail<ShapeError>(where, "x has 0 rows, expected a non-empty batch");
-    detail::check_cols(where, "x", x.cols(), in_, "in_features");
-  }
-
   void backward_impl(const char* where, const ConstMatrixRef<T>& x, const ConstMatrixRef<T>& dy) {
-    check_batch(where, x);
-    detail::check_shape(where, "dy", dy.rows(), dy.cols(), x.rows(), out_);
-    if (forward_rows_ != x.rows()) {
-      detail::fail<StateError>(where, "x has ", x.rows(), " rows but the last forward saw ", forward_rows_,
-                               " (call forward on the same batch first)");
-    }
+    detail::check_backward_batch<T>(where, x, dy, in_, out_, forward_rows_);
     kernel::project_back<T>(dy, B_, scaling_, t_);
     if (!t_.allFinite()) report_non_finite(where, "dy", dy);  // as in forward: bad dy shows in dy B
     kernel::accumulate_outer<T>(dy, xa_, scaling_, grad_B_);
     if (forward_used_dropout_) {
-      kernel::accumulate_outer<T>(t_, dropped_, T(1), grad_A_);
+      kernel::accumulate_outer<T>(t_, dropout_.dropped(), T(1), grad_A_);
     } else {
       kernel::accumulate_outer<T>(t_, x, T(1), grad_A_);
     }
@@ -221,14 +204,7 @@ class Lora {
   }
 
   void apply_delta(const char* where, MatrixRef<T> W, T sign) const {
-    detail::check_shape(where, "W", W.rows(), W.cols(), out_, in_);
-    Matrix<T> result = W;
-    result.noalias() += (sign * scaling_ * B_) * A_;
-    if (!result.allFinite()) {
-      detail::fail<ValueError>(where, "W + (", static_cast<double>(sign),
-                               ") * s B A has non-finite entries; W is left unchanged");
-    }
-    W = result;
+    detail::add_dense_update<T>(where, W, out_, in_, sign, (scaling_ * B_) * A_, "s B A");
   }
 
   Index in_;
@@ -237,10 +213,8 @@ class Lora {
   T scaling_ = T(0);
   Matrix<T> A_, B_, grad_A_, grad_B_;
   bool training_ = true;
-  Rng dropout_rng_;
+  detail::InputDropout<T> dropout_;  // mask and dropped input [n x in] (the latter reused for s dy B A in backward)
   // Workspaces of the last step, sized on first use.
-  Matrix<T> mask_;     // [n x in] inverted-dropout mask
-  Matrix<T> dropped_;  // [n x in] x ⊙ mask (forward), then s dy B A (backward)
   Matrix<T> xa_;       // [n x r] x~ A^T
   Matrix<T> t_;        // [n x r] s dy B
   Index forward_rows_ = -1;
