@@ -9,7 +9,9 @@
 #include "lorakit/kernel/lowrank_products.hpp"
 
 #include "lorakit/adapter/adapted_linear.hpp"
+#include "lorakit/adapter/adapter_memory.hpp"
 #include "lorakit/adapter/adapter_set.hpp"
 #include "lorakit/adapter/lora.hpp"
+#include "lorakit/adapter/vera.hpp"
 
 #include "lorakit/optim/adamw.hpp"
