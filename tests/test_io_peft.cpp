@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <limits>
 
 using namespace lorakit;
 using namespace lorakit::io;
@@ -299,6 +300,14 @@ TEST_CASE("load_peft and save_peft report bad folders and bad adapters", "[io][p
   half.add("base_model.model.m.q.lora_A.weight", Matrix<float>::Ones(2, 8));
   half.write(dir / "adapter_model.safetensors");
   REQUIRE_THROWS_WITH(load_peft<float>(dir.path()), Contains("module 'm.q' has lora_A but no lora_B"));
+  Matrix<float> nan_factor = Matrix<float>::Ones(2, 8);
+  nan_factor(1, 3) = std::numeric_limits<float>::quiet_NaN();
+  SafetensorsWriter with_nan;
+  with_nan.add("base_model.model.m.q.lora_A.weight", nan_factor);
+  with_nan.add("base_model.model.m.q.lora_B.weight", Matrix<float>::Ones(8, 2));
+  with_nan.write(dir / "adapter_model.safetensors");
+  REQUIRE_THROWS_WITH(load_peft<float>(dir.path()),
+                      Contains("tensor 'base_model.model.m.q.lora_A.weight' has the non-finite value nan at [1, 3]"));
   std::filesystem::remove(dir / "adapter_model.safetensors");
   lorakit::testing::write_bytes(dir / "adapter_model.bin", "pickle");
   REQUIRE_THROWS_WITH(load_peft<float>(dir.path()), Contains("adapter_model.bin") && Contains("safe_serialization"));

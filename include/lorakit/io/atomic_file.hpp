@@ -82,11 +82,13 @@ class AtomicFile {
 #endif
   }
 
-  /// Makes the written bytes durable and renames the file to the destination.
-  void commit() {
+  /// Renames the file to the destination, after flushing it to the disk when `sync` (the default; without it
+  /// the rename still hides a partial file from readers, but a power loss may leave the new file incomplete).
+  void commit(bool sync = true) {
 #if LORAKIT_IO_POSIX
-    if (::fsync(fd_) != 0) lorakit::detail::fail<IoError>(where_, "fsync of '", temporary_.string(), "' failed: ", std::strerror(errno));
+    if (sync && ::fsync(fd_) != 0) lorakit::detail::fail<IoError>(where_, "fsync of '", temporary_.string(), "' failed: ", std::strerror(errno));
 #else
+    (void)sync;
     if (std::fflush(file_) != 0) lorakit::detail::fail<IoError>(where_, "flushing '", temporary_.string(), "' failed");
 #endif
     if (!close_file()) lorakit::detail::fail<IoError>(where_, "closing '", temporary_.string(), "' failed");
@@ -101,7 +103,7 @@ class AtomicFile {
     // Persist the rename itself (best effort: some file systems do not support syncing a folder).
     const std::filesystem::path folder = destination_.has_parent_path() ? destination_.parent_path()
                                                                        : std::filesystem::path(".");
-    const int dir = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    const int dir = sync ? ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
     if (dir >= 0) {
       (void)::fsync(dir);
       ::close(dir);

@@ -17,10 +17,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <set>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -102,6 +104,30 @@ Matrix<T> read_2d(const SafetensorsReader& reader, const ConfigFields& fields, c
                 ", expected 2 dimensions (LoRA of convolutions and embeddings is not supported)");
   }
   return reader.matrix<T>(name);
+}
+
+/// Errors (IoError) naming the tensor and the entry if `m` has a NaN or an infinity. Scans the bits (exponent all
+/// ones), which compilers vectorize, instead of comparing values.
+template <class T>
+void check_finite_tensor(const ConfigFields& fields, const std::string& name, const Matrix<T>& m) {
+  using Bits = std::conditional_t<std::is_same_v<T, float>, std::uint32_t, std::uint64_t>;
+  constexpr Bits exponent = static_cast<Bits>(std::is_same_v<T, float> ? 0x7F800000ull : 0x7FF0000000000000ull);
+  const T* data = m.data();
+  const auto size = static_cast<std::size_t>(m.size());
+  bool bad = false;
+  for (std::size_t i = 0; i < size; ++i) {
+    Bits bits;
+    std::memcpy(&bits, data + i, sizeof(Bits));
+    bad |= (bits & exponent) == exponent;
+  }
+  if (!bad) return;
+  for (Index i = 0; i < m.rows(); ++i) {
+    for (Index j = 0; j < m.cols(); ++j) {
+      if (!std::isfinite(m(i, j))) {
+        fields.fail("tensor '", name, "' has the non-finite value ", static_cast<double>(m(i, j)), " at [", i, ", ", j, "]");
+      }
+    }
+  }
 }
 
 /// The value that occurs most often (the first one to reach the highest count).
@@ -292,8 +318,15 @@ PeftAdapter<T> load_peft(const std::filesystem::path& dir) {
     if (B.cols() != A.rows()) {
       weights.fail("tensor '", b_name, "' has ", B.cols(), " columns, expected the rank ", A.rows(), " of '", a_name, "'");
     }
+    detail::check_finite_tensor(weights, a_name, A);
+    detail::check_finite_tensor(weights, b_name, B);
     try {
-      out.adapters.add(module, Lora<T>::from_factors(std::move(A), std::move(B), config));
+      // The factors are moved in rather than passed to Lora::from_factors, whose checks were just made (with a
+      // bitwise scan that is faster on large adapters).
+      Lora<T> lora(A.cols(), B.rows(), config);
+      lora.A() = std::move(A);
+      lora.B() = std::move(B);
+      out.adapters.add(module, std::move(lora));
     } catch (const Error& e) {
       weights.fail("module '", module, "': ", e.what());
     }

@@ -412,9 +412,9 @@ class SafetensorsWriter {
   /// Number of tensors added.
   std::size_t size() const { return entries_.size(); }
 
-  /// Writes the file atomically (a temporary file in the same folder, flushed, then renamed over `file`).
-  /// Errors (IoError): the folder is missing or not writable, the disk is full.
-  void write(const std::filesystem::path& file) const {
+  /// Writes the file atomically (a temporary file in the same folder, flushed to the disk unless `sync` is false,
+  /// then renamed over `file`). Errors (IoError): the folder is missing or not writable, the disk is full.
+  void write(const std::filesystem::path& file, bool sync = true) const {
     std::vector<const Entry*> order;
     for (const auto& entry : entries_) order.push_back(&entry);
     std::stable_sort(order.begin(), order.end(), [](const Entry* a, const Entry* b) {
@@ -437,7 +437,7 @@ class SafetensorsWriter {
     out.write(prefix, 8);
     out.write(text.data(), text.size());
     for (const Entry* entry : order) out.write(entry->bytes.data(), entry->bytes.size());
-    out.commit();
+    out.commit(sync);
   }
 
  private:
