@@ -333,3 +333,83 @@ TEST_CASE("load_peft and save_peft report bad folders and bad adapters", "[io][p
     REQUIRE_THROWS_WITH(save_peft(dir / "other", set), Contains("use_rslora"));
   }
 }
+
+TEMPLATE_TEST_CASE("save_peft_vera / load_peft_vera round trip", "[io][peft][vera]", float, double) {
+  using T = TestType;
+  TempDir dir;
+  const auto projections = VeraProjections<T>::for_layers(16, {{32, 24}, {48, 40}}, 42);
+  VeraConfig config;
+  config.rank = 16;
+  config.d_initial = 0.25;
+  config.projection_seed = 42;
+  AdapterSet<Vera<T>> set;
+  Vera<T>& q = set.add("layers.0.attn.q", Vera<T>(projections, 32, 24, config));
+  Vera<T>& fc = set.add("layers.0.mlp.fc", Vera<T>(projections, 48, 40, config));
+  Rng(3).fill_normal(q.lambda_b(), T(0), T(1));
+  Rng(4).fill_normal(fc.lambda_b(), T(0), T(1));
+  Rng(5).fill_normal(fc.lambda_d(), T(0), T(1));
+  const std::map<std::string, Index> in_features = {{"layers.0.attn.q", 32}, {"layers.0.mlp.fc", 48}};
+
+  SECTION("with the projections") {
+    PeftVeraSaveOptions options;
+    options.base_model_name_or_path = "tiny";
+    save_peft_vera(dir.path(), set, options);
+    const auto json = read_json(dir / "adapter_config.json");
+    CHECK(json["peft_type"] == "VERA");
+    CHECK(json["r"] == 16);
+    CHECK(json["projection_prng_key"] == 42);
+    CHECK(json["d_initial"] == 0.25);
+    CHECK(json["save_projection"] == true);
+    CHECK(json["target_modules"] == nlohmann::json::array({"fc", "q"}));
+    const SafetensorsReader reader(dir / "adapter_model.safetensors");
+    CHECK(reader.info("base_model.vera_A").shape == std::vector<std::int64_t>{16, 48});
+    CHECK(reader.info("base_model.vera_B").shape == std::vector<std::int64_t>{40, 16});
+    CHECK(reader.info("base_model.model.layers.0.attn.q.vera_lambda_b").shape == std::vector<std::int64_t>{24});
+    CHECK(reader.info("base_model.model.layers.0.attn.q.vera_lambda_d").shape == std::vector<std::int64_t>{16});
+    CHECK(reader.matrix<T>("base_model.vera_A") == projections->A().template cast<float>().template cast<T>());
+
+    const PeftVeraAdapter<T> back = load_peft_vera<T>(dir.path(), in_features);
+    CHECK(back.adapters.names() == std::vector<std::string>{"layers.0.attn.q", "layers.0.mlp.fc"});
+    CHECK(back.projections->A() == projections->A());
+    for (const auto& [name, vera] : set) {
+      const Vera<T>& loaded = back.adapters.at(name);
+      CHECK(loaded.in_features() == vera.in_features());
+      CHECK(loaded.out_features() == vera.out_features());
+      CHECK(loaded.config().d_initial == 0.25);
+      CHECK(loaded.lambda_b() == vera.lambda_b().template cast<float>().template cast<T>());
+      CHECK(loaded.lambda_d() == vera.lambda_d().template cast<float>().template cast<T>());
+      if constexpr (std::is_same_v<T, float>) CHECK(loaded.delta_weight() == vera.delta_weight());
+    }
+
+    // Projections that lorakit does not draw (as PEFT's, from torch's generator) are refused, not silently replaced.
+    SafetensorsWriter tampered;
+    for (const auto& tensor : reader.tensors()) {
+      Matrix<float> m = reader.matrix<float>(tensor.name);
+      if (tensor.name == "base_model.vera_B") m(3, 2) += 0.5f;
+      tampered.add(tensor.name, m, Dtype::F32, tensor.shape);
+    }
+    tampered.write(dir / "adapter_model.safetensors");
+    REQUIRE_THROWS_WITH(load_peft_vera<T>(dir.path(), in_features),
+                        Contains("base_model.vera_B") && Contains("projection_prng_key = 42"));
+  }
+
+  SECTION("without the projections, and errors") {
+    PeftVeraSaveOptions options;
+    options.save_projection = false;
+    options.dtype = Dtype::BF16;
+    save_peft_vera(dir.path(), set, options);
+    CHECK_FALSE(SafetensorsReader(dir / "adapter_model.safetensors").contains("base_model.vera_A"));
+    const PeftVeraAdapter<T> back = load_peft_vera<T>(dir.path(), in_features);
+    CHECK(back.projections->A() == projections->A());  // regenerated at the largest layer shape
+    const Vera<T>& loaded = back.adapters.at("layers.0.mlp.fc");
+    CHECK(((loaded.lambda_b() - fc.lambda_b()).cwiseAbs() - fc.lambda_b().cwiseAbs() * T(0x1p-8)).maxCoeff() <= T(0));
+
+    REQUIRE_THROWS_WITH(load_peft_vera<T>(dir.path(), {{"layers.0.attn.q", 32}}),
+                        Contains("in_features has no entry for module 'layers.0.mlp.fc'"));
+    REQUIRE_THROWS_WITH(load_peft<T>(dir.path()), Contains("expected \"LORA\""));
+    AdapterSet<Vera<T>> mixed;
+    mixed.add("a", Vera<T>(projections, 32, 24, config));
+    mixed.add("b", Vera<T>(VeraProjections<T>::for_layers(16, {{32, 24}}, 42), 32, 24, config));
+    REQUIRE_THROWS_WITH(save_peft_vera(dir / "mixed", mixed), Contains("other projections"));
+  }
+}

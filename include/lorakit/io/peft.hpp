@@ -4,11 +4,14 @@
 // LoRA mapping (see docs/peft.md): the module `m` has the tensors `base_model.model.<m>.lora_A.weight` [r x in]
 // and `base_model.model.<m>.lora_B.weight` [out x r]; its rank and alpha are `r` and `lora_alpha` unless a key of
 // `rank_pattern` / `alpha_pattern` matches it; the scaling is alpha / r (alpha / sqrt(r) with `use_rslora`).
+// VeRA mapping: `base_model.model.<m>.vera_lambda_b` [out] and `.vera_lambda_d` [r] per module, and with
+// `save_projection` the shared `base_model.vera_A` [r x max_in] and `base_model.vera_B` [max_out x r].
 #pragma once
 
 #include "lorakit/adapter/adapter_set.hpp"
 #include "lorakit/adapter/detail/branch.hpp"
 #include "lorakit/adapter/lora.hpp"
+#include "lorakit/adapter/vera.hpp"
 #include "lorakit/io/peft_config.hpp"
 #include "lorakit/io/safetensors.hpp"
 
@@ -20,8 +23,10 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -108,8 +113,9 @@ Matrix<T> read_2d(const SafetensorsReader& reader, const ConfigFields& fields, c
 
 /// Errors (IoError) naming the tensor and the entry if `m` has a NaN or an infinity. Scans the bits (exponent all
 /// ones), which compilers vectorize, instead of comparing values.
-template <class T>
-void check_finite_tensor(const ConfigFields& fields, const std::string& name, const Matrix<T>& m) {
+template <class Derived>
+void check_finite_tensor(const ConfigFields& fields, const std::string& name, const Eigen::PlainObjectBase<Derived>& m) {
+  using T = typename Derived::Scalar;
   using Bits = std::conditional_t<std::is_same_v<T, float>, std::uint32_t, std::uint64_t>;
   constexpr Bits exponent = static_cast<Bits>(std::is_same_v<T, float> ? 0x7F800000ull : 0x7FF0000000000000ull);
   const T* data = m.data();
@@ -173,6 +179,14 @@ inline SafetensorsReader open_peft_weights(const char* where, const std::filesys
   return SafetensorsReader(weights);
 }
 
+/// Writes the two files of an adapter folder (creating it if needed), each atomically.
+inline void write_folder(const char* where, const std::filesystem::path& dir, const SafetensorsWriter& writer,
+                         const nlohmann::ordered_json& config) {
+  create_folder(where, dir);
+  writer.write(dir / peft_weights_file);
+  write_json_atomically(where, dir / peft_config_file, config);
+}
+
 /// Everything save_peft needs besides the adapters.
 template <class T>
 struct PeftExtras {
@@ -180,6 +194,46 @@ struct PeftExtras {
   const std::map<std::string, std::vector<std::int64_t>>* shapes = nullptr;
   nlohmann::ordered_json modules_to_save;  // null unless the adapter was loaded with a list
 };
+
+/// Adds the extra tensors (with their original shapes when known) under `base_model.model.<key>`.
+template <class T>
+void add_extras(SafetensorsWriter& writer, const PeftExtras<T>& extras, Dtype dtype) {
+  if (extras.tensors == nullptr) return;
+  for (const auto& [key, value] : *extras.tensors) {
+    const std::string name = peft_module_prefix + key;
+    if (extras.shapes != nullptr && extras.shapes->count(key) != 0) {
+      writer.add(name, value, dtype, extras.shapes->at(key));
+    } else {
+      writer.add(name, value, dtype);
+    }
+  }
+}
+
+/// The fields every PEFT config has, from the save options, as (key, value) pairs for `sorted_config`.
+template <class Options>
+std::map<std::string, nlohmann::ordered_json> common_config(const Options& options, const std::set<std::string>& targets,
+                                                            const nlohmann::ordered_json& modules_to_save) {
+  const auto or_null = [](const std::string& s) { return s.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(s); };
+  std::map<std::string, nlohmann::ordered_json> config;
+  config["base_model_name_or_path"] = or_null(options.base_model_name_or_path);
+  config["bias"] = "none";
+  config["fan_in_fan_out"] = options.fan_in_fan_out;
+  config["inference_mode"] = true;
+  config["layers_pattern"] = nullptr;
+  config["layers_to_transform"] = nullptr;
+  config["modules_to_save"] = modules_to_save;
+  config["revision"] = nullptr;
+  config["target_modules"] = std::vector<std::string>(targets.begin(), targets.end());
+  config["task_type"] = or_null(options.task_type);
+  return config;
+}
+
+/// A config object with its keys in alphabetical order, as PEFT writes them (values keep their own order).
+inline nlohmann::ordered_json sorted_config(const std::map<std::string, nlohmann::ordered_json>& fields) {
+  nlohmann::ordered_json out = nlohmann::ordered_json::object();
+  for (const auto& [key, value] : fields) out[key] = value;
+  return out;
+}
 
 template <class T>
 void save_lora(const char* where, const std::filesystem::path& dir, const AdapterSet<Lora<T>>& adapters,
@@ -209,42 +263,19 @@ void save_lora(const char* where, const std::filesystem::path& dir, const Adapte
     writer.add(prefix + name + ".lora_A.weight", lora.A(), options.dtype);
     writer.add(prefix + name + ".lora_B.weight", lora.B(), options.dtype);
   }
-  if (extras.tensors != nullptr) {
-    for (const auto& [key, value] : *extras.tensors) {
-      const std::vector<std::int64_t>* shape = nullptr;
-      if (extras.shapes != nullptr && extras.shapes->count(key) != 0) shape = &extras.shapes->at(key);
-      if (shape != nullptr) {
-        writer.add(prefix + key, value, options.dtype, *shape);
-      } else {
-        writer.add(prefix + key, value, options.dtype);
-      }
-    }
-  }
+  add_extras(writer, extras, options.dtype);
 
-  const auto or_null = [](const std::string& s) { return s.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(s); };
-  nlohmann::ordered_json config;  // keys in alphabetical order, as PEFT writes them
+  auto config = common_config(options, targets, extras.modules_to_save);
   config["alpha_pattern"] = pattern_json(PeftPattern::build(alphas, alpha));
-  config["base_model_name_or_path"] = or_null(options.base_model_name_or_path);
-  config["bias"] = "none";
-  config["fan_in_fan_out"] = options.fan_in_fan_out;
-  config["inference_mode"] = true;
   config["init_lora_weights"] = true;
-  config["layers_pattern"] = nullptr;
-  config["layers_to_transform"] = nullptr;
   config["lora_alpha"] = json_number(alpha);
   config["lora_dropout"] = first.config().dropout;
-  config["modules_to_save"] = extras.modules_to_save;
   config["peft_type"] = "LORA";
   config["r"] = r;
   config["rank_pattern"] = pattern_json(PeftPattern::build(ranks, static_cast<double>(r)));
-  config["revision"] = nullptr;
-  config["target_modules"] = std::vector<std::string>(targets.begin(), targets.end());
-  config["task_type"] = or_null(options.task_type);
   config["use_rslora"] = first.config().use_rslora;
 
-  create_folder(where, dir);
-  writer.write(dir / peft_weights_file);
-  write_json_atomically(where, dir / peft_config_file, config);
+  write_folder(where, dir, writer, sorted_config(config));
 }
 
 }  // namespace detail
@@ -364,6 +395,180 @@ void save_peft(const std::filesystem::path& dir, const PeftAdapter<T>& adapter, 
     extras.modules_to_save = nlohmann::ordered_json::parse(adapter.config["modules_to_save"].dump());
   }
   detail::save_lora<T>("save_peft", dir, adapter.adapters, extras, options);
+}
+
+/// A PEFT VeRA adapter as read from its folder.
+template <class T>
+struct PeftVeraAdapter {
+  /// The shared projections, regenerated from `projection_prng_key` (and checked against the stored ones).
+  std::shared_ptr<const VeraProjections<T>> projections;
+  /// One Vera per adapted module, named by the module path, in model order.
+  AdapterSet<Vera<T>> adapters;
+  /// Tensors that are neither scaling vectors nor projections, by their key without `base_model.model.`.
+  std::map<std::string, Matrix<T>> extra_tensors;
+  std::map<std::string, std::vector<std::int64_t>> extra_shapes;
+  nlohmann::json config;
+  bool fan_in_fan_out = false;
+};
+
+/// What save_peft_vera writes besides the adapters.
+struct PeftVeraSaveOptions {
+  std::string base_model_name_or_path;
+  std::string task_type;
+  Dtype dtype = Dtype::F32;
+  bool fan_in_fan_out = false;
+  /// Store vera_A / vera_B (PEFT's default). PEFT regenerates missing projections with torch's generator, which
+  /// differs from lorakit's, so only a folder saved with the projections loads in PEFT with the same weights.
+  bool save_projection = true;
+};
+
+/// Writes VeRA adapters (all over the same projections) as a PEFT folder: `peft_type: "VERA"`, `r`,
+/// `projection_prng_key` (the projections' seed), `d_initial`, `vera_dropout` and `save_projection` from the first
+/// adapter, the scaling vectors of each module and, with save_projection, the projections.
+/// Errors (ValueError): an empty set, adapters over different projections, a value that overflows the dtype;
+/// (IoError) the folder cannot be written.
+template <class T>
+void save_peft_vera(const std::filesystem::path& dir, const AdapterSet<Vera<T>>& adapters,
+                    const PeftVeraSaveOptions& options = {}) {
+  constexpr const char* where = "save_peft_vera";
+  if (adapters.empty()) lorakit::detail::fail<ValueError>(where, "adapters is empty, expected at least one module");
+  const Vera<T>& first = adapters.begin()->second;
+  SafetensorsWriter writer;
+  writer.set_metadata("format", "pt");
+  std::set<std::string> targets;
+  const std::string prefix = peft_module_prefix;
+  for (const auto& [name, vera] : adapters) {
+    if (vera.projections() != first.projections()) {
+      lorakit::detail::fail<ValueError>(where, "module '", name, "' uses other projections than '",
+                                        adapters.begin()->first, "'; PEFT shares one pair for all modules");
+    }
+    writer.add(prefix + name + ".vera_lambda_b", vera.lambda_b(), options.dtype);
+    writer.add(prefix + name + ".vera_lambda_d", vera.lambda_d(), options.dtype);
+    targets.insert(detail::last_component(name));
+  }
+  const VeraProjections<T>& projections = *first.projections();
+  if (options.save_projection) {
+    writer.add("base_model.vera_A", projections.A(), options.dtype);
+    writer.add("base_model.vera_B", projections.B(), options.dtype);
+  }
+  auto config = detail::common_config(options, targets, nullptr);
+  config["d_initial"] = first.config().d_initial;
+  config["init_weights"] = true;
+  config["peft_type"] = "VERA";
+  config["projection_prng_key"] = projections.seed();
+  config["r"] = projections.rank();
+  config["save_projection"] = options.save_projection;
+  config["vera_dropout"] = first.config().dropout;
+  detail::write_folder(where, dir, writer, detail::sorted_config(config));
+}
+
+/// Reads a PEFT VeRA folder. VeRA files do not record each layer's input size, so `in_features` gives it per module
+/// (its out_features is the length of vera_lambda_b). The projections are regenerated from `projection_prng_key`
+/// with lorakit's generator (see VeraProjections) at the stored size, or, without stored projections, at the
+/// largest in and out of the layers; stored projections must equal the regenerated ones to the precision of their
+/// dtype.
+/// Errors (IoError): a malformed folder, `peft_type` not "VERA", a module missing from `in_features` or one of its
+/// two vectors, vectors of the wrong length, stored projections lorakit does not regenerate (for instance drawn by
+/// PEFT from torch's generator).
+template <class T>
+PeftVeraAdapter<T> load_peft_vera(const std::filesystem::path& dir, const std::map<std::string, Index>& in_features) {
+  LORAKIT_STATIC_ASSERT_SCALAR(T);
+  constexpr const char* where = "load_peft_vera";
+  const auto config_path = dir / peft_config_file;
+  const nlohmann::ordered_json json = detail::read_json_object(where, config_path);
+  const detail::ConfigFields fields(where, config_path, json);
+  fields.require("peft_type", "VERA", " (LoRA adapters are read by load_peft)");
+  VeraConfig config;
+  config.rank = static_cast<Index>(fields.positive_integer("r", 256));
+  config.d_initial = fields.number("d_initial", 0.1);
+  config.dropout = fields.number("vera_dropout", 0);
+  const auto seed = json.find("projection_prng_key");
+  if (seed != json.end() && !seed->is_number_unsigned() && !(seed->is_number_integer() && seed->get<std::int64_t>() >= 0)) {
+    fields.fail("projection_prng_key is ", seed->dump(), ", expected a non-negative integer");
+  }
+  config.projection_seed = seed == json.end() ? 0 : seed->get<std::uint64_t>();
+
+  PeftVeraAdapter<T> out;
+  out.fan_in_fan_out = fields.boolean("fan_in_fan_out", false);
+  out.config = nlohmann::json::parse(json.dump());
+  const SafetensorsReader reader = detail::open_peft_weights(where, dir);
+  const detail::ConfigFields weights(where, reader.path(), json);
+  std::map<std::string, std::pair<std::string, std::string>> vectors;  // module -> (lambda_b name, lambda_d name)
+  std::string stored_A, stored_B;
+  for (const auto& tensor : reader.tensors()) {
+    const std::string key = detail::strip_module_prefix(tensor.name);
+    if (tensor.name == "base_model.vera_A") {
+      stored_A = tensor.name;
+    } else if (tensor.name == "base_model.vera_B") {
+      stored_B = tensor.name;
+    } else if (detail::ends_with(key, ".vera_lambda_b")) {
+      vectors[key.substr(0, key.size() - 14)].first = tensor.name;
+    } else if (detail::ends_with(key, ".vera_lambda_d")) {
+      vectors[key.substr(0, key.size() - 14)].second = tensor.name;
+    } else {
+      out.extra_tensors.emplace(key, reader.matrix<T>(tensor.name));
+      out.extra_shapes.emplace(key, tensor.shape);
+    }
+  }
+  if (stored_A.empty() != stored_B.empty()) weights.fail("only one of base_model.vera_A and base_model.vera_B is stored");
+
+  std::vector<std::string> modules;
+  Index max_in = 1, max_out = 1;
+  for (const auto& [module, names] : vectors) {
+    if (names.first.empty() || names.second.empty()) {
+      weights.fail("module '", module, "' has only one of vera_lambda_b and vera_lambda_d");
+    }
+    if (in_features.count(module) == 0) {
+      lorakit::detail::fail<ValueError>(where, "in_features has no entry for module '", module, "'");
+    }
+    modules.push_back(module);
+    max_in = std::max(max_in, in_features.at(module));
+    max_out = std::max(max_out, static_cast<Index>(reader.info(names.first).numel()));
+  }
+  std::sort(modules.begin(), modules.end(), detail::natural_less);
+
+  if (!stored_A.empty()) {
+    const Matrix<T> A = detail::read_2d<T>(reader, weights, stored_A), B = detail::read_2d<T>(reader, weights, stored_B);
+    if (A.rows() != config.rank || B.cols() != config.rank) {
+      weights.fail("vera_A is [", A.rows(), " x ", A.cols(), "] and vera_B [", B.rows(), " x ", B.cols(),
+                   "], expected rank r = ", config.rank);
+    }
+    out.projections = std::make_shared<const VeraProjections<T>>(config.rank, A.cols(), B.rows(), config.projection_seed);
+    // Relative rounding of the stored dtype (bfloat16's for both 16-bit formats), plus F16's subnormal spacing.
+    const double precision = dtype_size(reader.info(stored_A).dtype) == 2 ? 0x1p-8 : 0x1p-24;
+    for (const auto& [name, stored, regenerated] :
+         {std::tuple{stored_A, &A, &out.projections->A()}, std::tuple{stored_B, &B, &out.projections->B()}}) {
+      const double error = ((*stored - *regenerated).cwiseAbs() - regenerated->cwiseAbs() * T(precision)).maxCoeff();
+      if (!(error <= 0x1p-24)) {
+        weights.fail("tensor '", name, "' differs from the projections lorakit draws from projection_prng_key = ",
+                     config.projection_seed, " (by up to ", error, " beyond the dtype's rounding); projections drawn by "
+                     "PEFT from torch's generator cannot be used");
+      }
+    }
+  } else {
+    out.projections = std::make_shared<const VeraProjections<T>>(config.rank, max_in, max_out, config.projection_seed);
+  }
+
+  for (const auto& module : modules) {
+    const auto& [b_name, d_name] = vectors.at(module);
+    const Vector<T> lambda_b = reader.vector<T>(b_name), lambda_d = reader.vector<T>(d_name);
+    if (reader.info(b_name).shape.size() != 1 || reader.info(d_name).shape.size() != 1 || lambda_d.size() != config.rank) {
+      weights.fail("module '", module, "': vera_lambda_b has shape ", detail::shape_string(reader.info(b_name).shape),
+                   " and vera_lambda_d ", detail::shape_string(reader.info(d_name).shape), ", expected [out] and [",
+                   config.rank, "]");
+    }
+    detail::check_finite_tensor(weights, b_name, lambda_b);
+    detail::check_finite_tensor(weights, d_name, lambda_d);
+    try {
+      Vera<T> vera(out.projections, in_features.at(module), lambda_b.size(), config);
+      vera.lambda_b() = lambda_b;
+      vera.lambda_d() = lambda_d;
+      out.adapters.add(module, std::move(vera));
+    } catch (const Error& e) {
+      weights.fail("module '", module, "': ", e.what());
+    }
+  }
+  return out;
 }
 
 }  // namespace lorakit::io
