@@ -15,3 +15,6 @@
 #include "lorakit/adapter/vera.hpp"
 
 #include "lorakit/optim/adamw.hpp"
+
+#include "lorakit/rank/rank_schedule.hpp"
+#include "lorakit/rank/squeeze.hpp"
