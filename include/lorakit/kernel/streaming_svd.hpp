@@ -1,0 +1,222 @@
+// Streaming (incremental) SVD / PCA over batches of rows with a mergeable state: what EVA runs over the
+// minibatches of a layer's input activations to find their top right-singular vectors.
+#pragma once
+
+#include "lorakit/core/error.hpp"
+#include "lorakit/core/types.hpp"
+#include "lorakit/kernel/svd.hpp"
+
+#include <Eigen/SVD>
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+namespace lorakit {
+
+/// Settings of `StreamingSvd`.
+struct StreamingSvdOptions {
+  /// Subtract the running mean (PCA). Off: the SVD of the raw rows.
+  bool center = true;
+};
+
+/// Incremental PCA over batches of rows (samples), with a state that two streams can merge.
+///
+/// **State.** After N samples x_1..x_N (rows of [features] each): their mean \f$\mu\f$ (in double), the total
+/// variance \f$\tau = \sum_i \|x_i - \mu\|^2\f$ (in double), and the top-k right singular pairs
+/// \f$(S, V)\f$ of the centered data \f$X - \mathbf{1}\mu^T\f$, V stored as k orthonormal rows (`components()`).
+/// Without centering, \f$\mu\f$ is 0 throughout.
+///
+/// **Update** (Ross, Lim, Lin, Yang, "Incremental learning for robust visual tracking", IJCV 2008, with the
+/// mean-correction row as in scikit-learn's `IncrementalPCA`). A batch Y of b rows with mean \f$\mu_Y\f$ is
+/// combined as the stacked matrix
+/// \f[ M = \begin{bmatrix} \mathrm{diag}(S) V \\ Y - \mathbf{1}\mu_Y^T \\ \sqrt{N b/(N + b)}\,(\mu - \mu_Y)^T \end{bmatrix}, \f]
+/// whose Gram matrix \f$M^T M\f$ equals the scatter of all N + b samples about their joint mean when the old
+/// samples are exactly represented by (S, V). The SVD of M is computed in the basis \f$[V; Q^T]\f$ (Brand,
+/// "Fast low-rank modifications of the thin singular value decomposition", LAA 415, 2006): with W the new rows,
+/// \f$C = W V^T\f$ and \f$W - C V = (Q R)^T\f$ (projection applied twice, then a thin Householder QR),
+/// \f[ M = \begin{bmatrix} \mathrm{diag}(S) & 0 \\ C & R^T \end{bmatrix} \begin{bmatrix} V \\ Q^T \end{bmatrix}, \f]
+/// so only the small core is decomposed (BDCSVD) and \f$V' = \hat V_{:k}^T [V; Q^T]\f$, re-orthonormalized.
+/// The result is the exact top-k SVD of M: exact for the whole stream when the centered data has rank <= k,
+/// and the standard incremental-PCA approximation otherwise.
+///
+/// **Merge.** Another stream (N', \f$\mu'\f$, S', V') enters as the rows \f$\mathrm{diag}(S') V'\f$ and the
+/// correction \f$\sqrt{N N'/(N + N')}\,(\mu - \mu')^T\f$, the same update; \f$\tau\f$ adds the two totals and
+/// \f$N N'/(N + N') \|\mu - \mu'\|^2\f$.
+///
+/// **Cost** per batch of b rows: O(f (k + b)^2) for the projections and the QR, O((k + b)^3) for the core SVD;
+/// memory O((k + b) f), whatever the number of batches. Batches may have fewer rows than k, and rank-deficient
+/// or zero batches are fine: the components then include an orthonormal completion with zero singular values.
+/// Before the first sample the components are the first k unit vectors, with zero singular values.
+///
+/// Signs: in every component, the entry of largest magnitude is positive.
+template <class T>
+class StreamingSvd {
+  LORAKIT_STATIC_ASSERT_SCALAR(T);
+  using ColMatrix = kernel::detail::ColMatrix<T>;
+
+ public:
+  /// Errors: features < 1, components outside [1, features] (ValueError).
+  StreamingSvd(Index features, Index components, const StreamingSvdOptions& options = {})
+      : features_(features), k_(components), options_(options) {
+    constexpr const char* where = "StreamingSvd::StreamingSvd";
+    if (features < 1) detail::fail<ValueError>(where, "features is ", features, ", expected >= 1");
+    if (components < 1 || components > features) {
+      detail::fail<ValueError>(where, "components is ", components, ", expected 1 <= components <= features = ",
+                               features);
+    }
+    mean_ = Eigen::VectorXd::Zero(features);
+    singular_values_ = Vector<T>::Zero(components);
+    components_ = Matrix<T>::Identity(components, features);
+  }
+
+  /// Adds a batch of samples (rows). Errors: 0 rows, columns != features (ShapeError); NaN or Inf (ValueError).
+  /// On an error the state is unchanged.
+  void update(const Eigen::Ref<const Matrix<T>>& batch) {
+    constexpr const char* where = "StreamingSvd::update";
+    if (batch.rows() == 0) detail::fail<ShapeError>(where, "batch has 0 rows, expected at least one sample");
+    detail::check_cols(where, "batch", batch.cols(), features_, "features");
+    detail::check_finite(where, "batch", batch);
+
+    const Index b = batch.rows();
+    const auto wide = batch.template cast<double>();
+    Eigen::VectorXd batch_mean = Eigen::VectorXd::Zero(features_);
+    double total = total_;
+    Matrix<T> rows;
+    if (options_.center) {
+      batch_mean = wide.colwise().sum().transpose() / static_cast<double>(b);
+      total += (wide.rowwise() - batch_mean.transpose()).squaredNorm();
+      const bool correct = samples_ > 0;
+      rows.resize(b + (correct ? 1 : 0), features_);
+      rows.topRows(b) = (wide.rowwise() - batch_mean.transpose()).template cast<T>();
+      if (correct) {
+        const double n = static_cast<double>(samples_), nb = static_cast<double>(b);
+        const Eigen::VectorXd shift = mean_ - batch_mean;
+        rows.row(b) = (std::sqrt(n * nb / (n + nb)) * shift).transpose().template cast<T>();
+        total += n * nb / (n + nb) * shift.squaredNorm();
+        batch_mean = (n * mean_ + nb * batch_mean) / (n + nb);
+      }
+    } else {
+      total += wide.squaredNorm();
+      rows = batch;
+    }
+    absorb(rows);  // may throw (allocation): the state below is only committed after it
+    mean_.swap(batch_mean);
+    total_ = total;
+    samples_ += b;
+  }
+
+  /// Combines the state of another stream over the same features: afterwards this object describes the union
+  /// of both streams (exactly, when the union's centered data has rank <= components).
+  /// Errors: different features or components (ShapeError), different centering (ValueError).
+  void merge(const StreamingSvd& other) {
+    constexpr const char* where = "StreamingSvd::merge";
+    if (other.features_ != features_) {
+      detail::fail<ShapeError>(where, "other has ", other.features_, " features, expected features = ", features_);
+    }
+    if (other.k_ != k_) {
+      detail::fail<ShapeError>(where, "other has ", other.k_, " components, expected components = ", k_);
+    }
+    if (other.options_.center != options_.center) {
+      detail::fail<ValueError>(where, "other has center = ", other.options_.center, ", expected ", options_.center);
+    }
+    if (&other == this) {
+      StreamingSvd copy(other);
+      merge(copy);
+      return;
+    }
+    if (other.samples_ == 0) return;
+    if (samples_ == 0) {
+      *this = other;
+      return;
+    }
+    const double n = static_cast<double>(samples_), m = static_cast<double>(other.samples_);
+    const bool correct = options_.center;
+    Matrix<T> rows(k_ + (correct ? 1 : 0), features_);
+    rows.topRows(k_) = other.singular_values_.asDiagonal() * other.components_;
+    double total = total_ + other.total_;
+    Eigen::VectorXd mean = mean_;
+    if (correct) {
+      const Eigen::VectorXd shift = mean_ - other.mean_;
+      rows.row(k_) = (std::sqrt(n * m / (n + m)) * shift).transpose().template cast<T>();
+      total += n * m / (n + m) * shift.squaredNorm();
+      mean = (n * mean_ + m * other.mean_) / (n + m);
+    }
+    absorb(rows);
+    mean_.swap(mean);
+    total_ = total;
+    samples_ += other.samples_;
+  }
+
+  /// The top-k principal directions, [k x features], orthonormal rows, by descending singular value.
+  const Matrix<T>& components() const { return components_; }
+  /// S [k], descending, >= 0: singular values of the centered data seen so far.
+  const Vector<T>& singular_values() const { return singular_values_; }
+  /// \f$S_j^2 / \tau\f$: the share of the total variance that each component explains (0 when \f$\tau = 0\f$).
+  Vector<T> explained_variance_ratio() const {
+    if (!(total_ > 0)) return Vector<T>::Zero(k_);
+    return (singular_values_.template cast<double>().array().square() / total_).template cast<T>().matrix();
+  }
+  /// N, the number of samples seen (rows of every batch, plus those of merged streams).
+  Index samples_seen() const { return samples_; }
+  /// \f$\mu\f$ [features], the running mean (zero without centering), in double.
+  const Eigen::VectorXd& mean() const { return mean_; }
+  /// \f$\tau = \sum_i \|x_i - \mu\|^2\f$ over every sample seen, in double.
+  double total_variance() const { return total_; }
+  Index features() const { return features_; }
+  Index num_components() const { return k_; }
+  const StreamingSvdOptions& options() const { return options_; }
+
+ private:
+  /// Replaces (S, V) by the top-k SVD of [diag(S) V; rows]. Only writes the members once everything is computed.
+  void absorb(Matrix<T>& rows) {
+    const Index p = rows.rows();
+    // C = W V^T and W <- W - C V, twice (the second pass removes what rounding left in V's span).
+    Matrix<T> c(p, k_);
+    c.noalias() = rows * components_.transpose();
+    rows.noalias() -= c * components_;
+    Matrix<T> again(p, k_);
+    again.noalias() = rows * components_.transpose();
+    rows.noalias() -= again * components_;
+    c += again;
+    // W^T [features x p] is W's row-major storage read column-major; its Householder QR is done in place.
+    Eigen::Map<ColMatrix> wt(rows.data(), features_, p);
+    Eigen::HouseholderQR<Eigen::Ref<ColMatrix>> qr(wt);
+    const Index s = std::min(features_, p);
+
+    ColMatrix core = ColMatrix::Zero(k_ + p, k_ + s);
+    core.topLeftCorner(k_, k_).diagonal() = singular_values_;
+    core.bottomLeftCorner(p, k_) = c;
+    core.bottomRightCorner(p, s) = wt.topRows(s).template triangularView<Eigen::Upper>().transpose();
+    Eigen::BDCSVD<ColMatrix> svd(core, Eigen::ComputeThinV);
+    const auto top = svd.matrixV().leftCols(k_);
+
+    // V'^T = V^T top_V + Q top_Q, with Q top_Q = H_1 ... H_s [top_Q; 0]: the reflectors are applied to the
+    // [features x k] block (O(f p k)) rather than forming Q (O(f p^2)).
+    ColMatrix basis = ColMatrix::Zero(features_, k_);
+    basis.topRows(s) = top.bottomRows(s);
+    basis.applyOnTheLeft(qr.householderQ());
+    basis.noalias() += components_.transpose() * top.topRows(k_);
+    // Directions of zero singular value may mix V with Householder's completion of Q, which need not be orthogonal
+    // to V; a QR (its leading columns unchanged up to sign) restores exact orthonormality.
+    ColMatrix ortho, triangle;
+    kernel::detail::thin_qr<T>(basis, ortho, triangle);
+    kernel::detail::normalize_signs(ortho);
+
+    Vector<T> values = svd.singularValues().head(k_);
+    Matrix<T> components = ortho.transpose();
+    singular_values_.swap(values);
+    components_.swap(components);
+  }
+
+  Index features_;
+  Index k_;
+  StreamingSvdOptions options_;
+  Index samples_ = 0;
+  Eigen::VectorXd mean_;
+  double total_ = 0;
+  Vector<T> singular_values_;
+  Matrix<T> components_;
+};
+
+}  // namespace lorakit
