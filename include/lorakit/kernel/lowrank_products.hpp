@@ -36,3 +36,52 @@ void accumulate_outer(const ConstMatrixRef<T>& a, const Eigen::MatrixBase<Derive
 }
 
 }  // namespace lorakit::kernel
+
+// ---- VeRA's branch (Kopiczko et al., "VeRA: Vector-based Random Matrix Adaptation", ICLR 2024) ----
+// y += ((x A^T) Λ_d B^T) Λ_b with Λ_d = diag(d) [r], Λ_b = diag(b) [out]. The two diagonal scalings are folded
+// into the small operands (the [n x r] projection and the [out x r] matrix Λ_b B), so the [n x out] product is
+// accumulated into y in one GEMM, with no [n x out] temporary.
+
+namespace lorakit::kernel {
+
+/// u = x A^T and ud = u Λ_d: x [n x in], A [r x in] (a block of the shared projection is fine), d [r];
+/// u, ud [n x r] (resized on first use, reused after). The backward needs u.
+template <class T>
+void vera_project(const ConstMatrixRef<T>& x, const ConstMatrixRef<T>& A, const ConstVectorRef<T>& d, Matrix<T>& u,
+                  Matrix<T>& ud) {
+  u.resize(x.rows(), A.rows());
+  u.noalias() = x * A.transpose();
+  ud.resize(u.rows(), u.cols());
+  ud.noalias() = u * d.asDiagonal();
+}
+
+/// y += ud (Λ_b B)^T = (ud B^T) Λ_b: ud [n x r], B [out x r], b [out], y [n x out]; scaled_B [out x r] is a
+/// workspace that receives Λ_b B (the backward reuses it).
+template <class T>
+void vera_expand_add(const Matrix<T>& ud, const ConstMatrixRef<T>& B, const ConstVectorRef<T>& b, Matrix<T>& scaled_B,
+                     MatrixRef<T> y) {
+  scaled_B.resize(B.rows(), B.cols());
+  scaled_B.noalias() = b.asDiagonal() * B;
+  y.noalias() += ud * scaled_B.transpose();
+}
+
+/// The backward of the branch from dy [n x out], with u, ud from `vera_project` and scaled_B = Λ_b B from
+/// `vera_expand_add` (same b):
+/// \f[ H = dy\,\Lambda_b B,\quad \partial d \mathrel{+}= \textstyle\sum_n (H \odot u),\quad
+///     \partial b \mathrel{+}= \textstyle\sum_r B \odot (dy^T\, u\Lambda_d), \f]
+/// and h = H Λ_d [n x r], so that dx += h A. pair [out x r] is a workspace. The reduction for ∂b costs one
+/// [out x n] x [n x r] product instead of keeping the [n x out] forward product.
+template <class T>
+void vera_backward(const ConstMatrixRef<T>& dy, const Matrix<T>& u, const Matrix<T>& ud, const ConstMatrixRef<T>& B,
+                   const Matrix<T>& scaled_B, const ConstVectorRef<T>& d, Eigen::Ref<Vector<T>> grad_b,
+                   Eigen::Ref<Vector<T>> grad_d, Matrix<T>& h, Matrix<T>& pair) {
+  h.resize(dy.rows(), B.cols());
+  h.noalias() = dy * scaled_B;
+  grad_d.noalias() += h.cwiseProduct(u).colwise().sum().transpose();
+  pair.resize(B.rows(), B.cols());
+  pair.noalias() = dy.transpose() * ud;
+  grad_b.noalias() += pair.cwiseProduct(B).rowwise().sum();
+  h.array().rowwise() *= d.transpose().array();
+}
+
+}  // namespace lorakit::kernel
