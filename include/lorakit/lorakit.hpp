@@ -16,5 +16,6 @@
 
 #include "lorakit/optim/adamw.hpp"
 
+#include "lorakit/rank/budget.hpp"
 #include "lorakit/rank/rank_schedule.hpp"
 #include "lorakit/rank/squeeze.hpp"
