@@ -9,6 +9,8 @@
 
 #include <lorakit/lorakit.hpp>
 
+#include <algorithm>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <utility>
@@ -93,7 +95,9 @@ void vera_forward(benchmark::State& state, Shape s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  Eigen::setNbThreads(2);  // the PyTorch peer runs with two threads
+  // The PyTorch peer runs with two threads (its --threads N); LORAKIT_BENCH_THREADS=N matches another setting.
+  const char* threads = std::getenv("LORAKIT_BENCH_THREADS");
+  Eigen::setNbThreads(threads != nullptr ? std::max(1, std::atoi(threads)) : 2);
   for (const Shape& s : kShapes) {
     const std::string name = s.name;
     for (auto [label, fn] : {std::pair{"/base_step", base_step}, std::pair{"/vera_step", vera_step},
