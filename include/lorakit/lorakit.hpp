@@ -7,12 +7,15 @@
 #include "lorakit/core/types.hpp"
 
 #include "lorakit/kernel/lowrank_products.hpp"
+#include "lorakit/kernel/symmetric_eigen.hpp"
 
 #include "lorakit/adapter/adapted_linear.hpp"
 #include "lorakit/adapter/adapter_memory.hpp"
 #include "lorakit/adapter/adapter_set.hpp"
 #include "lorakit/adapter/lora.hpp"
 #include "lorakit/adapter/vera.hpp"
+
+#include "lorakit/init/lora_da.hpp"
 
 #include "lorakit/optim/adamw.hpp"
 
