@@ -293,10 +293,8 @@ template <class T>
 PeftAdapter<T> load_peft(const std::filesystem::path& dir) {
   LORAKIT_STATIC_ASSERT_SCALAR(T);
   constexpr const char* where = "load_peft";
-  const auto config_path = dir / peft_config_file;
-  const nlohmann::ordered_json json = detail::read_json_object(where, config_path);
-  const detail::ConfigFields fields(where, config_path, json);
-  fields.require("peft_type", "LORA", " (VeRA adapters are read by load_peft_vera)");
+  const auto fields = detail::ConfigFields::read_peft(where, dir, "LORA", " (VeRA adapters are read by load_peft_vera)");
+  const nlohmann::ordered_json& json = fields.json();
   if (fields.boolean("use_dora", false)) fields.fail("use_dora is true: DoRA adapters are not supported");
   LoraConfig base;
   base.rank = static_cast<Index>(fields.positive_integer("r", 8));
@@ -311,7 +309,7 @@ PeftAdapter<T> load_peft(const std::filesystem::path& dir) {
   out.config = nlohmann::json::parse(json.dump());
 
   const SafetensorsReader reader = detail::open_peft_weights(where, dir);
-  const detail::ConfigFields weights(where, reader.path(), json);  // errors about tensors name the weights file
+  const detail::ConfigFields weights = fields.about(reader.path());  // errors about tensors name the weights file
   std::map<std::string, std::pair<std::string, std::string>> factors;  // module -> (lora_A name, lora_B name)
   const std::string suffix_a = ".lora_A.weight", suffix_b = ".lora_B.weight";
   for (const auto& tensor : reader.tensors()) {
@@ -474,10 +472,8 @@ template <class T>
 PeftVeraAdapter<T> load_peft_vera(const std::filesystem::path& dir, const std::map<std::string, Index>& in_features) {
   LORAKIT_STATIC_ASSERT_SCALAR(T);
   constexpr const char* where = "load_peft_vera";
-  const auto config_path = dir / peft_config_file;
-  const nlohmann::ordered_json json = detail::read_json_object(where, config_path);
-  const detail::ConfigFields fields(where, config_path, json);
-  fields.require("peft_type", "VERA", " (LoRA adapters are read by load_peft)");
+  const auto fields = detail::ConfigFields::read_peft(where, dir, "VERA", " (LoRA adapters are read by load_peft)");
+  const nlohmann::ordered_json& json = fields.json();
   VeraConfig config;
   config.rank = static_cast<Index>(fields.positive_integer("r", 256));
   config.d_initial = fields.number("d_initial", 0.1);
@@ -492,7 +488,7 @@ PeftVeraAdapter<T> load_peft_vera(const std::filesystem::path& dir, const std::m
   out.fan_in_fan_out = fields.boolean("fan_in_fan_out", false);
   out.config = nlohmann::json::parse(json.dump());
   const SafetensorsReader reader = detail::open_peft_weights(where, dir);
-  const detail::ConfigFields weights(where, reader.path(), json);
+  const detail::ConfigFields weights = fields.about(reader.path());
   std::map<std::string, std::pair<std::string, std::string>> vectors;  // module -> (lambda_b name, lambda_d name)
   std::string stored_A, stored_B;
   for (const auto& tensor : reader.tensors()) {

@@ -148,8 +148,20 @@ inline nlohmann::ordered_json read_json_object(const char* where, const std::fil
 /// Typed access to the fields of a config file, with errors that name the file and the field.
 class ConfigFields {
  public:
-  ConfigFields(const char* where, std::filesystem::path file, const nlohmann::ordered_json& json)
-      : where_(where), file_(std::move(file)), json_(json) {}
+  ConfigFields(const char* where, std::filesystem::path file, nlohmann::ordered_json json)
+      : where_(where), file_(std::move(file)), json_(std::move(json)) {}
+
+  /// The adapter_config.json of the PEFT folder `dir`, which must have `peft_type` = `peft_type`.
+  static ConfigFields read_peft(const char* where, const std::filesystem::path& dir, const std::string& peft_type,
+                                const std::string& hint) {
+    const auto file = dir / peft_config_file;
+    ConfigFields fields(where, file, read_json_object(where, file));
+    fields.require("peft_type", peft_type, hint);
+    return fields;
+  }
+
+  /// The same checks, with errors naming another file of the folder.
+  ConfigFields about(const std::filesystem::path& file) const { return ConfigFields(where_, file, json_); }
 
   const nlohmann::ordered_json& json() const { return json_; }
 
@@ -226,7 +238,7 @@ class ConfigFields {
 
   const char* where_;
   std::filesystem::path file_;
-  const nlohmann::ordered_json& json_;
+  nlohmann::ordered_json json_;
 };
 
 /// A number as JSON: an integer when it is one (so `8`, not `8.0`, as PEFT writes it).
