@@ -15,6 +15,7 @@
 #include "lorakit/adapter/lora.hpp"
 #include "lorakit/adapter/vera.hpp"
 
+#include "lorakit/init/eva.hpp"
 #include "lorakit/init/lora_da.hpp"
 
 #include "lorakit/optim/adamw.hpp"
