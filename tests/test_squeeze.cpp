@@ -349,6 +349,9 @@ TEST_CASE("RankSchedule stages, boundaries and errors", "[squeeze][schedule]") {
   CHECK_FALSE(halving.is_boundary(0));
   CHECK_FALSE(halving.is_boundary(201));
 
+  const RankSchedule by_default(32, 4, 400);
+  CHECK(ranks(by_default) == ranks(halving));
+  CHECK(starts(by_default) == starts(halving));
   CHECK(ranks(RankSchedule::geometric(32, 6, 100)) == std::vector<Index>{32, 16, 8, 6});
   CHECK(ranks(RankSchedule::geometric(8, 8, 5)) == std::vector<Index>{8});
   // Too many halvings for 12 steps of at least 4: the source, the target and one rank between.

@@ -6,6 +6,7 @@
 #include "lorakit/core/error.hpp"
 #include "lorakit/core/types.hpp"
 
+#include <algorithm>
 #include <cstddef>
 #include <string>
 #include <utility>
@@ -22,7 +23,7 @@ namespace lorakit {
 /// \f$r_{m-1}\f$ the target. A squeeze happens at each boundary \f$b_i\f$, \f$i \ge 1\f$, before the step
 /// \f$b_i\f$ is taken.
 ///
-/// Factories:
+/// Factories (the constructor `RankSchedule(source, target, total_steps)` is `geometric`):
 /// - `geometric(source, target, total_steps)`: ranks source, source/2, source/4, ... (integer halving),
 ///   the first one at or below the target replaced by the target; the stages share the steps equally.
 /// - `from_ranks({r_0, ..., r_{m-1}}, total_steps)`: given ranks, equal steps per stage.
@@ -38,6 +39,10 @@ class RankSchedule {
     Index rank;
     long long start_step;
   };
+
+  /// The default schedule: geometric halving, as `geometric(source_rank, target_rank, total_steps, min_steps_per_stage)`.
+  RankSchedule(Index source_rank, Index target_rank, long long total_steps, long long min_steps_per_stage = 1)
+      : RankSchedule(geometric(source_rank, target_rank, total_steps, min_steps_per_stage)) {}
 
   /// Stages with given ranks and start steps. Errors (ValueError): no stage; a rank < 1; ranks that do not
   /// strictly decrease; a first stage that does not start at step 0; start steps that do not strictly increase.
