@@ -27,6 +27,12 @@ std::atomic<long> operator_new_calls{0};
 #include <lorakit/adapter/lora.hpp>
 #include <lorakit/optim/adamw.hpp>
 
+// GCC 12 sees the replaced delete's free() paired with a new-expression once both are inlined and warns
+// (-Wmismatched-new-delete); here the pair is malloc/free by construction.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
 void* operator new(std::size_t size) {
   ++operator_new_calls;
   if (void* p = std::malloc(size ? size : 1)) return p;
@@ -34,6 +40,9 @@ void* operator new(std::size_t size) {
 }
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 using namespace lorakit;
 
