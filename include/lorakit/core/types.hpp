@@ -6,6 +6,10 @@
 
 #include <type_traits>
 
+#ifdef LORAKIT_EXTERN_EIGEN_DECOMPOSITIONS
+#include "lorakit/core/eigen_instances.hpp"  // opt-in: Eigen's decompositions compiled once (see that header)
+#endif
+
 namespace lorakit {
 
 /// Index type of every size and position (Eigen's signed index).
