@@ -107,6 +107,18 @@ TEMPLATE_TEST_CASE("StreamingSvd over many batches of rank-<=k data equals the d
   }
 }
 
+TEMPLATE_TEST_CASE("StreamingSvd with batches taller than the features (the features x features Gram route)",
+                   "[kernel][streaming]", float, double) {
+  using T = TestType;
+  const Index features = 12, k = 4;
+  // k + rows > features in every batch but the last: the update decomposes M^T M instead of M M^T.
+  const auto batches = low_rank_batches({40, 25, 9, 3}, features, 3, 61);
+  for (bool center : {true, false}) {
+    INFO("center " << center);
+    check_against_dense(run_stream<T>(batches, 0, batches.size(), k, center), stack(batches), center, 3);
+  }
+}
+
 TEMPLATE_TEST_CASE("StreamingSvd::merge equals one stream over both", "[kernel][streaming]", float, double) {
   using T = TestType;
   const Index features = 45, k = 5;

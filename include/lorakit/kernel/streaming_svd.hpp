@@ -6,6 +6,7 @@
 #include "lorakit/core/types.hpp"
 #include "lorakit/kernel/svd.hpp"
 
+#include <Eigen/Eigenvalues>
 #include <Eigen/SVD>
 
 #include <algorithm>
@@ -32,28 +33,34 @@ struct StreamingSvdOptions {
 /// combined as the stacked matrix
 /// \f[ M = \begin{bmatrix} \mathrm{diag}(S) V \\ Y - \mathbf{1}\mu_Y^T \\ \sqrt{N b/(N + b)}\,(\mu - \mu_Y)^T \end{bmatrix}, \f]
 /// whose Gram matrix \f$M^T M\f$ equals the scatter of all N + b samples about their joint mean when the old
-/// samples are exactly represented by (S, V). The SVD of M is computed in the basis \f$[V; Q^T]\f$ (Brand,
-/// "Fast low-rank modifications of the thin singular value decomposition", LAA 415, 2006): with W the new rows,
-/// \f$C = W V^T\f$ and \f$W - C V = (Q R)^T\f$ (projection applied twice, then a thin Householder QR),
-/// \f[ M = \begin{bmatrix} \mathrm{diag}(S) & 0 \\ C & R^T \end{bmatrix} \begin{bmatrix} V \\ Q^T \end{bmatrix}, \f]
-/// so only the small core is decomposed (BDCSVD) and \f$V' = \hat V_{:k}^T [V; Q^T]\f$, re-orthonormalized.
-/// The result is the exact top-k SVD of M: exact for the whole stream when the centered data has rank <= k,
-/// and the standard incremental-PCA approximation otherwise.
+/// samples are exactly represented by (S, V). The top-k right singular pairs of M come from the other, small Gram
+/// matrix \f$G = M M^T\f$ [(k + b) x (k + b)], formed (one symmetric rank update) and decomposed
+/// (`SelfAdjointEigenSolver`) in double: its top-k eigenvectors \f$U_k\f$ give the subspace
+/// \f$Q = \mathrm{orth}(M^T U_k)\f$ [f x k], and a Rayleigh-Ritz step, the exact SVD of the [(k + b) x k] matrix
+/// \f$M Q = \hat U \Sigma \hat W^T\f$, gives \f$S' = \Sigma\f$ and \f$V' = (Q \hat W)^T\f$.
+/// The result is the top-k SVD of M: exact for the whole stream when the centered data has rank <= k, and the
+/// standard incremental-PCA approximation otherwise.
+///
+/// **Accuracy.** G squares M's condition number, which is why it is kept in double whatever T is: the subspace is
+/// off by about \f$\epsilon_{64} \sigma_1^2 / (\sigma_k^2 - \sigma_{k+1}^2)\f$, far below float's resolution for
+/// any usable gap; the singular values come from the Rayleigh-Ritz step (norms of M's images), so small and zero
+/// ones are accurate too, not square roots of rounding errors.
 ///
 /// **Merge.** Another stream (N', \f$\mu'\f$, S', V') enters as the rows \f$\mathrm{diag}(S') V'\f$ and the
 /// correction \f$\sqrt{N N'/(N + N')}\,(\mu - \mu')^T\f$, the same update; \f$\tau\f$ adds the two totals and
 /// \f$N N'/(N + N') \|\mu - \mu'\|^2\f$.
 ///
-/// **Cost** per batch of b rows: O(f (k + b)^2) for the projections and the QR, O((k + b)^3) for the core SVD;
-/// memory O((k + b) f), whatever the number of batches. Batches may have fewer rows than k, and rank-deficient
-/// or zero batches are fine: the components then include an orthonormal completion with zero singular values.
+/// When k + b exceeds f, the f x f Gram matrix \f$M^T M\f$ is decomposed instead, and its top-k eigenvectors are Q.
+///
+/// **Cost** per batch of b rows, with m = min(k + b, f): O(f (k + b) m) for the Gram matrix (the only large
+/// product), O(m^3) for its eigendecomposition, O(f (k + b) k) for the rest; memory O((k + b) f), whatever the
+/// number of batches. Batches may have fewer rows than k, and rank-deficient or zero batches are fine: the components then include an orthonormal completion with zero singular values.
 /// Before the first sample the components are the first k unit vectors, with zero singular values.
 ///
 /// Signs: in every component, the entry of largest magnitude is positive.
 template <class T>
 class StreamingSvd {
   LORAKIT_STATIC_ASSERT_SCALAR(T);
-  using ColMatrix = kernel::detail::ColMatrix<T>;
 
  public:
   /// Errors: features < 1, components outside [1, features] (ValueError).
@@ -168,43 +175,38 @@ class StreamingSvd {
   const StreamingSvdOptions& options() const { return options_; }
 
  private:
-  /// Replaces (S, V) by the top-k SVD of [diag(S) V; rows]. Only writes the members once everything is computed.
-  void absorb(Matrix<T>& rows) {
-    const Index p = rows.rows();
-    // C = W V^T and W <- W - C V, twice (the second pass removes what rounding left in V's span).
-    Matrix<T> c(p, k_);
-    c.noalias() = rows * components_.transpose();
-    rows.noalias() -= c * components_;
-    Matrix<T> again(p, k_);
-    again.noalias() = rows * components_.transpose();
-    rows.noalias() -= again * components_;
-    c += again;
-    // W^T [features x p] is W's row-major storage read column-major; its Householder QR is done in place.
-    Eigen::Map<ColMatrix> wt(rows.data(), features_, p);
-    Eigen::HouseholderQR<Eigen::Ref<ColMatrix>> qr(wt);
-    const Index s = std::min(features_, p);
+  /// Replaces (S, V) by the top-k SVD of M = [diag(S) V; rows]. Only writes the members once everything is computed.
+  void absorb(const Matrix<T>& rows) {
+    using WideMatrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    const Index p = rows.rows(), m = k_ + p;
+    WideMatrix stacked(m, features_);
+    stacked.topRows(k_) = (singular_values_.asDiagonal() * components_).template cast<double>();
+    stacked.bottomRows(p) = rows.template cast<double>();
 
-    ColMatrix core = ColMatrix::Zero(k_ + p, k_ + s);
-    core.topLeftCorner(k_, k_).diagonal() = singular_values_;
-    core.bottomLeftCorner(p, k_) = c;
-    core.bottomRightCorner(p, s) = wt.topRows(s).template triangularView<Eigen::Upper>().transpose();
-    Eigen::BDCSVD<ColMatrix> svd(core, Eigen::ComputeThinV);
-    const auto top = svd.matrixV().leftCols(k_);
+    // Q: an orthonormal basis of M's top-k right singular subspace, from the smaller of its two Gram matrices.
+    Eigen::MatrixXd basis;
+    if (m <= features_) {
+      Eigen::MatrixXd gram = Eigen::MatrixXd::Zero(m, m);
+      gram.template selfadjointView<Eigen::Lower>().rankUpdate(stacked);  // M M^T
+      const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eigen(gram);   // ascending eigenvalues
+      // M^T U_k, largest first: the QR then orthonormalizes the well-determined directions before those of
+      // (near-)zero eigenvalues, whose images are rounding noise.
+      basis.noalias() = stacked.transpose() * eigen.eigenvectors().rightCols(k_).rowwise().reverse();
+      kernel::detail::orthonormalize_columns<double>(basis);
+    } else {
+      Eigen::MatrixXd gram = Eigen::MatrixXd::Zero(features_, features_);
+      gram.template selfadjointView<Eigen::Lower>().rankUpdate(stacked.transpose());  // M^T M
+      const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eigen(gram);
+      basis = eigen.eigenvectors().rightCols(k_);
+    }
+    // Rayleigh-Ritz: the exact SVD of M restricted to Q orders the directions and gives the singular values.
+    const Eigen::MatrixXd restricted = stacked * basis;  // [m x k]
+    const Eigen::JacobiSVD<Eigen::MatrixXd> small(restricted, Eigen::ComputeThinV);
+    Eigen::MatrixXd directions = basis * small.matrixV();
+    kernel::detail::normalize_signs(directions);
 
-    // V'^T = V^T top_V + Q top_Q, with Q top_Q = H_1 ... H_s [top_Q; 0]: the reflectors are applied to the
-    // [features x k] block (O(f p k)) rather than forming Q (O(f p^2)).
-    ColMatrix basis = ColMatrix::Zero(features_, k_);
-    basis.topRows(s) = top.bottomRows(s);
-    basis.applyOnTheLeft(qr.householderQ());
-    basis.noalias() += components_.transpose() * top.topRows(k_);
-    // Directions of zero singular value may mix V with Householder's completion of Q, which need not be orthogonal
-    // to V; a QR (its leading columns unchanged up to sign) restores exact orthonormality.
-    ColMatrix ortho, triangle;
-    kernel::detail::thin_qr<T>(basis, ortho, triangle);
-    kernel::detail::normalize_signs(ortho);
-
-    Vector<T> values = svd.singularValues().head(k_);
-    Matrix<T> components = ortho.transpose();
+    Vector<T> values = small.singularValues().template cast<T>();
+    Matrix<T> components = directions.transpose().template cast<T>();
     singular_values_.swap(values);
     components_.swap(components);
   }
