@@ -381,16 +381,42 @@ TEMPLATE_TEST_CASE("save_peft_vera / load_peft_vera round trip", "[io][peft][ver
       if constexpr (std::is_same_v<T, float>) CHECK(loaded.delta_weight() == vera.delta_weight());
     }
 
-    // Projections that lorakit does not draw (as PEFT's, from torch's generator) are refused, not silently replaced.
-    SafetensorsWriter tampered;
+    CHECK(back.projections->regenerable());
+
+    // Projections that lorakit does not draw (as PEFT's, from torch's generator) are used as stored.
+    SafetensorsWriter foreign;
+    Matrix<float> foreign_B;
     for (const auto& tensor : reader.tensors()) {
       Matrix<float> m = reader.matrix<float>(tensor.name);
-      if (tensor.name == "base_model.vera_B") m(3, 2) += 0.5f;
-      tampered.add(tensor.name, m, Dtype::F32, tensor.shape);
+      if (tensor.name == "base_model.vera_B") {
+        m(3, 2) += 0.5f;
+        foreign_B = m;
+      }
+      foreign.add(tensor.name, m, Dtype::F32, tensor.shape);
     }
-    tampered.write(dir / "adapter_model.safetensors");
-    REQUIRE_THROWS_WITH(load_peft_vera<T>(dir.path(), in_features),
-                        Contains("base_model.vera_B") && Contains("projection_prng_key = 42"));
+    foreign.write(dir / "adapter_model.safetensors");
+    const PeftVeraAdapter<T> peft_made = load_peft_vera<T>(dir.path(), in_features);
+    CHECK_FALSE(peft_made.projections->regenerable());
+    CHECK(peft_made.projections->seed() == 42);
+    CHECK(peft_made.projections->B() == foreign_B.template cast<T>());
+    CHECK(peft_made.projections->A() == projections->A().template cast<float>().template cast<T>());
+    // The layers read the stored matrices: delta_weight = diag(b) B[:out] diag(d) A[:, :in] with the stored B.
+    for (const auto& [name, vera] : peft_made.adapters) {
+      const Matrix<double> B = foreign_B.template cast<double>().topRows(vera.out_features());
+      const Matrix<double> A =
+          peft_made.projections->A().template cast<double>().leftCols(vera.in_features());
+      const Matrix<double> expected = vera.lambda_b().template cast<double>().asDiagonal() * B *
+                                      vera.lambda_d().template cast<double>().asDiagonal() * A;
+      CHECK((vera.delta_weight().template cast<double>() - expected).norm() < 1e-6 * expected.norm());
+    }
+    // Such projections cannot be drawn again, so a checkpoint without them is refused.
+    TempDir again;
+    PeftVeraSaveOptions without;
+    without.save_projection = false;
+    REQUIRE_THROWS_WITH(save_peft_vera(again.path(), peft_made.adapters, without),
+                        Contains("save_projection") && Contains("from_matrices"));
+    save_peft_vera(again.path(), peft_made.adapters);
+    CHECK(load_peft_vera<T>(again.path(), in_features).projections->B() == foreign_B.template cast<T>());
   }
 
   SECTION("without the projections, and errors") {

@@ -129,6 +129,38 @@ TEMPLATE_TEST_CASE("VeraProjections follow PEFT's Kaiming-uniform bounds; for_la
   CHECK_THROWS_WITH(VeraProjections<T>(0, 4, 4, 1), "VeraProjections::VeraProjections: rank is 0, expected >= 1");
 }
 
+TEMPLATE_TEST_CASE("VeraProjections::from_matrices holds given projections (not regenerable)", "[vera]", float,
+                   double) {
+  using T = TestType;
+  const Matrix<T> A = testing::random_matrix<T>(6, 20, 1), B = testing::random_matrix<T>(15, 6, 2);
+  const auto p = VeraProjections<T>::from_matrices(A, B, 9);
+  CHECK(p->A() == A);
+  CHECK(p->B() == B);
+  CHECK(p->rank() == 6);
+  CHECK(p->max_in_features() == 20);
+  CHECK(p->max_out_features() == 15);
+  CHECK(p->seed() == 9);
+  CHECK_FALSE(p->regenerable());
+  CHECK(VeraProjections<T>(6, 20, 15, 9).regenerable());
+  // A layer reads the leading blocks of the given matrices.
+  VeraConfig c;
+  c.rank = 6;
+  Vera<T> layer(p, 12, 10, c);
+  layer.lambda_b() = testing::random_matrix<T>(10, 1, 3).col(0);
+  const Matrix<double> expected = layer.lambda_b().template cast<double>().asDiagonal() *
+                                  B.template cast<double>().topRows(10) *
+                                  layer.lambda_d().template cast<double>().asDiagonal() *
+                                  A.template cast<double>().leftCols(12);
+  CHECK(testing::relative_error(layer.delta_weight().template cast<double>(), expected) < 1e-6);
+
+  CHECK_THROWS_WITH(VeraProjections<T>::from_matrices(A, testing::random_matrix<T>(15, 5, 2), 9),
+                    "VeraProjections::from_matrices: B has 5 columns, expected rank = A.rows() = 6");
+  CHECK_THROWS_AS(VeraProjections<T>::from_matrices(Matrix<T>(0, 4), B, 9), ShapeError);
+  Matrix<T> bad = A;
+  bad(2, 3) = std::numeric_limits<T>::infinity();
+  CHECK_THROWS_WITH(VeraProjections<T>::from_matrices(bad, B, 9), Catch::Contains("A[2, 3] is inf"));
+}
+
 TEMPLATE_TEST_CASE("Vera forward, backward and merge match dense diag(b) B diag(d) A", "[vera]", float, double) {
   using T = TestType;
   // rank 12 exceeds in = 9 and out = 7; the projections are larger than the layer, so it uses their blocks.

@@ -80,6 +80,24 @@ class VeraProjections {
     return std::make_shared<const VeraProjections>(rank, max_in, max_out, seed);
   }
 
+  /// Projections given as matrices: A [rank x max_in], B [max_out x rank], for instance those PEFT drew with torch's
+  /// generator and stored in a checkpoint (`save_projection`). `seed` is kept as the projection_prng_key they came
+  /// from, but lorakit cannot draw them from it: `regenerable()` is false, and a checkpoint of adapters over them
+  /// must store them. Errors: an empty matrix or ranks that differ (ShapeError); NaN or Inf (ValueError).
+  static std::shared_ptr<const VeraProjections> from_matrices(Matrix<T> A, Matrix<T> B, std::uint64_t seed) {
+    constexpr const char* where = "VeraProjections::from_matrices";
+    if (A.size() == 0 || B.size() == 0) {
+      detail::fail<ShapeError>(where, "A is [", A.rows(), " x ", A.cols(), "] and B [", B.rows(), " x ", B.cols(),
+                               "], expected non-empty matrices");
+    }
+    if (B.cols() != A.rows()) {
+      detail::fail<ShapeError>(where, "B has ", B.cols(), " columns, expected rank = A.rows() = ", A.rows());
+    }
+    detail::check_finite(where, "A", A);
+    detail::check_finite(where, "B", B);
+    return std::shared_ptr<const VeraProjections>(new VeraProjections(std::move(A), std::move(B), seed));
+  }
+
   /// sqrt(6 / fan_in), the half-width of the uniform draws.
   static T kaiming_bound(Index fan_in) { return static_cast<T>(std::sqrt(6.0 / static_cast<double>(fan_in))); }
 
@@ -87,6 +105,8 @@ class VeraProjections {
   Index max_in_features() const { return A_.cols(); }
   Index max_out_features() const { return B_.rows(); }
   std::uint64_t seed() const { return seed_; }
+  /// True when A and B are lorakit's draws from seed() (the constructor), false for `from_matrices`.
+  bool regenerable() const { return regenerable_; }
 
   /// A [r x max_in] and B [max_out x r].
   const Matrix<T>& A() const { return A_; }
@@ -96,7 +116,11 @@ class VeraProjections {
   std::size_t bytes() const { return static_cast<std::size_t>(A_.size() + B_.size()) * sizeof(T); }
 
  private:
+  VeraProjections(Matrix<T> A, Matrix<T> B, std::uint64_t seed)
+      : seed_(seed), regenerable_(false), A_(std::move(A)), B_(std::move(B)) {}
+
   std::uint64_t seed_;
+  bool regenerable_ = true;
   Matrix<T> A_, B_;
 };
 

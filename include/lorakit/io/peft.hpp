@@ -423,8 +423,8 @@ struct PeftVeraSaveOptions {
 /// Writes VeRA adapters (all over the same projections) as a PEFT folder: `peft_type: "VERA"`, `r`,
 /// `projection_prng_key` (the projections' seed), `d_initial`, `vera_dropout` and `save_projection` from the first
 /// adapter, the scaling vectors of each module and, with save_projection, the projections.
-/// Errors (ValueError): an empty set, adapters over different projections, a value that overflows the dtype;
-/// (IoError) the folder cannot be written.
+/// Errors (ValueError): an empty set, adapters over different projections, save_projection = false for projections
+/// that are not `regenerable()`, a value that overflows the dtype; (IoError) the folder cannot be written.
 template <class T>
 void save_peft_vera(const std::filesystem::path& dir, const AdapterSet<Vera<T>>& adapters,
                     const PeftVeraSaveOptions& options = {}) {
@@ -445,6 +445,11 @@ void save_peft_vera(const std::filesystem::path& dir, const AdapterSet<Vera<T>>&
     targets.insert(detail::last_component(name));
   }
   const VeraProjections<T>& projections = *first.projections();
+  if (!options.save_projection && !projections.regenerable()) {
+    lorakit::detail::fail<ValueError>(where, "save_projection is false, but the projections were given as matrices "
+                                      "(VeraProjections::from_matrices) and cannot be drawn again from "
+                                      "projection_prng_key = ", projections.seed(), "; save them");
+  }
   if (options.save_projection) {
     writer.add("base_model.vera_A", projections.A(), options.dtype);
     writer.add("base_model.vera_B", projections.B(), options.dtype);
@@ -462,12 +467,13 @@ void save_peft_vera(const std::filesystem::path& dir, const AdapterSet<Vera<T>>&
 
 /// Reads a PEFT VeRA folder. VeRA files do not record each layer's input size, so `in_features` gives it per module
 /// (its out_features is the length of vera_lambda_b). The projections are regenerated from `projection_prng_key`
-/// with lorakit's generator (see VeraProjections) at the stored size, or, without stored projections, at the
-/// largest in and out of the layers; stored projections must equal the regenerated ones to the precision of their
-/// dtype.
+/// Stored projections (PEFT's save_projection) are used: when they equal lorakit's draws from
+/// `projection_prng_key` to their dtype's rounding (a folder lorakit wrote), the result's projections are those
+/// draws (`regenerable()`); otherwise (PEFT drew them with torch's generator) the stored matrices, through
+/// `VeraProjections::from_matrices`. Without stored projections they are drawn from the seed with lorakit's
+/// generator at the largest in and out of the layers.
 /// Errors (IoError): a malformed folder, `peft_type` not "VERA", a module missing from `in_features` or one of its
-/// two vectors, vectors of the wrong length, stored projections lorakit does not regenerate (for instance drawn by
-/// PEFT from torch's generator).
+/// two vectors, vectors of the wrong length, non-finite or mis-shaped stored projections.
 template <class T>
 PeftVeraAdapter<T> load_peft_vera(const std::filesystem::path& dir, const std::map<std::string, Index>& in_features) {
   LORAKIT_STATIC_ASSERT_SCALAR(T);
@@ -529,17 +535,20 @@ PeftVeraAdapter<T> load_peft_vera(const std::filesystem::path& dir, const std::m
       weights.fail("vera_A is [", A.rows(), " x ", A.cols(), "] and vera_B [", B.rows(), " x ", B.cols(),
                    "], expected rank r = ", config.rank);
     }
-    out.projections = std::make_shared<const VeraProjections<T>>(config.rank, A.cols(), B.rows(), config.projection_seed);
+    // lorakit's own checkpoints hold its draws from the seed: keep them regenerable. Others (PEFT draws with
+    // torch's generator) are used as stored.
+    auto regenerated = std::make_shared<const VeraProjections<T>>(config.rank, A.cols(), B.rows(), config.projection_seed);
     // Relative rounding of the stored dtype (bfloat16's for both 16-bit formats), plus F16's subnormal spacing.
     const double precision = dtype_size(reader.info(stored_A).dtype) == 2 ? 0x1p-8 : 0x1p-24;
-    for (const auto& [name, stored, regenerated] :
-         {std::tuple{stored_A, &A, &out.projections->A()}, std::tuple{stored_B, &B, &out.projections->B()}}) {
-      const double error = ((*stored - *regenerated).cwiseAbs() - regenerated->cwiseAbs() * T(precision)).maxCoeff();
-      if (!(error <= 0x1p-24)) {
-        weights.fail("tensor '", name, "' differs from the projections lorakit draws from projection_prng_key = ",
-                     config.projection_seed, " (by up to ", error, " beyond the dtype's rounding); projections drawn by "
-                     "PEFT from torch's generator cannot be used");
-      }
+    const auto beyond_rounding = [&](const Matrix<T>& stored, const Matrix<T>& drawn) {
+      return ((stored - drawn).cwiseAbs() - drawn.cwiseAbs() * T(precision)).maxCoeff();
+    };
+    if (beyond_rounding(A, regenerated->A()) <= 0x1p-24 && beyond_rounding(B, regenerated->B()) <= 0x1p-24) {
+      out.projections = std::move(regenerated);
+    } else {
+      detail::check_finite_tensor(weights, stored_A, A);
+      detail::check_finite_tensor(weights, stored_B, B);
+      out.projections = VeraProjections<T>::from_matrices(A, B, config.projection_seed);
     }
   } else {
     out.projections = std::make_shared<const VeraProjections<T>>(config.rank, max_in, max_out, config.projection_seed);
