@@ -6,6 +6,9 @@ executable for unnamed cases) with lorakit's median time, the peer's median for 
 peer has one, and the ratio peer / lorakit (above 1: lorakit is faster). Peer cases without a lorakit case of the
 same name get a table of their own, so nothing measured is dropped.
 
+The tables go between the markers BEGIN and END below; the rest of OUTPUT_MD (the analysis written by hand
+under them) is kept. A file without the markers gets them at the top.
+
 usage: bench_report.py RESULTS_DIR OUTPUT_MD
 """
 import datetime
@@ -16,6 +19,8 @@ import platform
 import re
 import sys
 
+BEGIN = "<!-- tables written by scripts/bench: begin -->"
+END = "<!-- tables written by scripts/bench: end -->"
 UNIT_TO_MS = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
@@ -63,9 +68,10 @@ def main():
     mine, theirs = ours(results_dir), peers(results_dir)
     used = set()
     lines = [
-        "# Performance",
+        BEGIN,
+        "## Latest run of `scripts/bench`",
         "",
-        "Written by `scripts/bench` (do not edit by hand): lorakit's benchmarks (`bench/`, Google Benchmark, median of",
+        "Written by `scripts/bench` (do not edit by hand between the markers): lorakit's benchmarks (`bench/`, Google Benchmark, median of",
         "5 repetitions) and the PyTorch peer scripts (median of their repetitions) run one after the other on the same",
         f"machine, 2 threads each. Times in milliseconds; ratio = peer / lorakit (above 1: lorakit is faster).",
         "",
@@ -77,7 +83,7 @@ def main():
         for case, ms in cases:
             families.setdefault(case.split("/")[0] if "/" in case else exe, []).append((case, ms))
         for family, rows in families.items():
-            lines += ["", f"## {family} (`{exe}`)", "", "| case | lorakit (ms) | peer (ms) | ratio |", "| --- | ---: | ---: | ---: |"]
+            lines += ["", f"### {family} (`{exe}`)", "", "| case | lorakit (ms) | peer (ms) | ratio |", "| --- | ---: | ---: | ---: |"]
             for case, ms in rows:
                 peer = theirs.get(case)
                 if peer:
@@ -87,11 +93,22 @@ def main():
                     lines.append(f"| {case} | {fmt(ms)} | - | - |")
     rest = [(case, v) for case, v in theirs.items() if case not in used]
     if rest:
-        lines += ["", "## Peer cases without a lorakit case of the same name", "", "| case | script | peer (ms) |",
+        lines += ["", "### Peer cases without a lorakit case of the same name", "", "| case | script | peer (ms) |",
                   "| --- | --- | ---: |"]
         lines += [f"| {case} | {script} | {fmt(ms)} |" for case, (ms, script) in rest]
-    with open(output, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    lines.append(END)
+    tables = "\n".join(lines)
+    previous = open(output).read() if os.path.exists(output) else "# Performance\n"
+    if BEGIN in previous and END in previous:
+        head, rest = previous.split(BEGIN, 1)
+        text = head + tables + rest.split(END, 1)[1]
+    else:
+        title, _, body = previous.partition("\n")
+        text = title + "\n\n" + tables + "\n" + body
+    temporary = output + ".tmp"
+    with open(temporary, "w") as f:
+        f.write(text if text.endswith("\n") else text + "\n")
+    os.replace(temporary, output)
 
 
 if __name__ == "__main__":
