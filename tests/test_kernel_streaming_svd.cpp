@@ -5,6 +5,7 @@
 
 #include <lorakit/kernel/streaming_svd.hpp>
 
+#include <cmath>
 #include <limits>
 #include <vector>
 
@@ -117,6 +118,19 @@ TEMPLATE_TEST_CASE("StreamingSvd with batches taller than the features (the feat
     INFO("center " << center);
     check_against_dense(run_stream<T>(batches, 0, batches.size(), k, center), stack(batches), center, 3);
   }
+}
+
+TEMPLATE_TEST_CASE("StreamingSvd with batches much larger than k (subspace iteration on the Gram matrix)",
+                   "[kernel][streaming]", float, double) {
+  using T = TestType;
+  const Index features = 150, k = 4;
+  // k + rows >= 4 (2k + 16): the update takes the top-k of M M^T by subspace iteration, exact at rank <= k.
+  const auto batches = low_rank_batches({100, 90, 120, 5}, features, 4, 83);
+  check_against_dense(run_stream<T>(batches, 0, batches.size(), k, true), stack(batches), true, 4);
+  // One full-rank batch with a decaying spectrum: the top-k of that batch, as the dense PCA gives it.
+  Matrix<double> x = random_matrix<double>(110, features, 84);
+  for (Index j = 0; j < features; ++j) x.col(j) *= std::pow(0.9, static_cast<double>(j));
+  check_against_dense(run_stream<T>({x}, 0, 1, k, true), x, true, k);
 }
 
 TEMPLATE_TEST_CASE("StreamingSvd::merge equals one stream over both", "[kernel][streaming]", float, double) {

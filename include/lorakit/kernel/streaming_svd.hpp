@@ -3,6 +3,7 @@
 #pragma once
 
 #include "lorakit/core/error.hpp"
+#include "lorakit/core/random.hpp"
 #include "lorakit/core/types.hpp"
 #include "lorakit/kernel/svd.hpp"
 
@@ -34,12 +35,13 @@ struct StreamingSvdOptions {
 /// \f[ M = \begin{bmatrix} \mathrm{diag}(S) V \\ Y - \mathbf{1}\mu_Y^T \\ \sqrt{N b/(N + b)}\,(\mu - \mu_Y)^T \end{bmatrix}, \f]
 /// whose Gram matrix \f$M^T M\f$ equals the scatter of all N + b samples about their joint mean when the old
 /// samples are exactly represented by (S, V). The top-k right singular pairs of M come from the other, small Gram
-/// matrix \f$G = M M^T\f$ [(k + b) x (k + b)], formed (one symmetric rank update) and decomposed
-/// (`SelfAdjointEigenSolver`) in double: its top-k eigenvectors \f$U_k\f$ give the subspace
+/// matrix \f$G = M M^T\f$ [(k + b) x (k + b)], formed (one symmetric rank update) in double; its top-k
+/// eigenvectors \f$U_k\f$ (subspace iteration on G when k is small next to k + b, see `top_eigenvectors`, else
+/// `SelfAdjointEigenSolver`) give the subspace
 /// \f$Q = \mathrm{orth}(M^T U_k)\f$ [f x k], and a Rayleigh-Ritz step, the exact SVD of the [(k + b) x k] matrix
 /// \f$M Q = \hat U \Sigma \hat W^T\f$, gives \f$S' = \Sigma\f$ and \f$V' = (Q \hat W)^T\f$.
-/// The result is the top-k SVD of M: exact for the whole stream when the centered data has rank <= k, and the
-/// standard incremental-PCA approximation otherwise.
+/// The result is the top-k SVD of M (to the subspace iteration's accuracy where it is used): exact for the whole
+/// stream when the centered data has rank <= k, and the standard incremental-PCA approximation otherwise.
 ///
 /// **Accuracy.** G squares M's condition number, which is why it is kept in double whatever T is: the subspace is
 /// off by about \f$\epsilon_{64} \sigma_1^2 / (\sigma_k^2 - \sigma_{k+1}^2)\f$, far below float's resolution for
@@ -188,16 +190,14 @@ class StreamingSvd {
     if (m <= features_) {
       Eigen::MatrixXd gram = Eigen::MatrixXd::Zero(m, m);
       gram.template selfadjointView<Eigen::Lower>().rankUpdate(stacked);  // M M^T
-      const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eigen(gram);   // ascending eigenvalues
       // M^T U_k, largest first: the QR then orthonormalizes the well-determined directions before those of
       // (near-)zero eigenvalues, whose images are rounding noise.
-      basis.noalias() = stacked.transpose() * eigen.eigenvectors().rightCols(k_).rowwise().reverse();
+      basis.noalias() = stacked.transpose() * top_eigenvectors(gram, k_);
       kernel::detail::orthonormalize_columns<double>(basis);
     } else {
       Eigen::MatrixXd gram = Eigen::MatrixXd::Zero(features_, features_);
       gram.template selfadjointView<Eigen::Lower>().rankUpdate(stacked.transpose());  // M^T M
-      const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eigen(gram);
-      basis = eigen.eigenvectors().rightCols(k_);
+      basis = top_eigenvectors(gram, k_);
     }
     // Rayleigh-Ritz: the exact SVD of M restricted to Q orders the directions and gives the singular values.
     const Eigen::MatrixXd restricted = stacked * basis;  // [m x k]
@@ -209,6 +209,38 @@ class StreamingSvd {
     Matrix<T> components = directions.transpose().template cast<T>();
     singular_values_.swap(values);
     components_.swap(components);
+  }
+
+  /// Passes of subspace iteration in `top_eigenvectors`.
+  static constexpr int kSubspacePasses = 8;
+
+  /// The k eigenvectors of the symmetric G [m x m] (its lower triangle is read) with the largest eigenvalues,
+  /// largest first, as the columns of an [m x k] matrix. When l = min(m, 2k + 16) is at most m / 2, by
+  /// subspace iteration (Halko, Martinsson, Tropp 2011, Algorithm 4.4, on G): kSubspacePasses products with G
+  /// from a Gaussian start (fixed seed: deterministic), each followed by a Householder QR, then a Rayleigh-Ritz
+  /// step (the eigendecomposition of the l x l matrix Y^T G Y). The top-k subspace is then off by about
+  /// \f$(\lambda_{l+1} / \lambda_k)^{8}\f$ = \f$(\sigma_{l+1} / \sigma_k)^{16}\f$ in M's singular values, and exact
+  /// when G has rank <= l (data of rank <= k included). Cost O(m^2 l) per pass instead of the O(m^3) of the dense
+  /// solver, which is used otherwise.
+  static Eigen::MatrixXd top_eigenvectors(const Eigen::MatrixXd& gram, Index k) {
+    const Index m = gram.rows(), l = std::min(m, 2 * k + 16);
+    if (2 * l > m) {
+      const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eigen(gram);  // ascending eigenvalues
+      return eigen.eigenvectors().rightCols(k).rowwise().reverse();
+    }
+    const auto g = gram.template selfadjointView<Eigen::Lower>();
+    Eigen::MatrixXd y(m, l), product(m, l);
+    Rng(0x5eed, 7).fill_normal(y, 0.0, 1.0);
+    for (int pass = 0; pass < kSubspacePasses; ++pass) {
+      product.noalias() = g * y;
+      y.swap(product);
+      kernel::detail::orthonormalize_columns<double>(y);
+    }
+    product.noalias() = g * y;
+    Eigen::MatrixXd projected(l, l);
+    projected.noalias() = y.transpose() * product;
+    const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> small(projected);  // reads the lower triangle
+    return y * small.eigenvectors().rightCols(k).rowwise().reverse();
   }
 
   Index features_;
