@@ -21,6 +21,7 @@ import sys
 
 BEGIN = "<!-- tables written by scripts/bench: begin -->"
 END = "<!-- tables written by scripts/bench: end -->"
+SETTINGS = re.compile(r"/(?:real_time|iterations:\d+|repeats:\d+|min_time:[0-9.]+)")
 UNIT_TO_MS = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
@@ -34,7 +35,9 @@ def ours(results_dir):
         for b in data.get("benchmarks", []):
             if b.get("aggregate_name", "median") != "median":
                 continue
-            case = b.get("run_name", b["name"])
+            # Google Benchmark appends run settings to the name (/real_time, /iterations:5, ...): drop them so the
+            # case matches the peer's name.
+            case = SETTINGS.sub("", b.get("run_name", b["name"]))
             time_key = "real_time" if b.get("real_time") is not None else "cpu_time"
             ms = b[time_key] * UNIT_TO_MS.get(b.get("time_unit", "ns"), 1e-6)
             tables.setdefault(exe, []).append((case, ms))
