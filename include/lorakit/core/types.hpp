@@ -6,6 +6,13 @@
 
 #include <type_traits>
 
+// -ffast-math (and -Ofast, -ffinite-math-only) lets the compiler assume no NaN or Inf and reassociate sums: the
+// finite checks that reject bad input would be compiled away, and the SVDs' accuracy and the error bounds that
+// the documentation states would no longer hold. GCC and Clang define __FAST_MATH__ under it.
+#if defined(__FAST_MATH__) || (defined(__FINITE_MATH_ONLY__) && __FINITE_MATH_ONLY__)
+#error "lorakit needs IEEE arithmetic: build without -ffast-math, -Ofast or -ffinite-math-only"
+#endif
+
 #ifdef LORAKIT_EXTERN_EIGEN_DECOMPOSITIONS
 #include "lorakit/core/eigen_instances.hpp"  // opt-in: Eigen's decompositions compiled once (see that header)
 #endif
