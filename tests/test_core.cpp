@@ -5,6 +5,10 @@
 #include <lorakit/core/random.hpp>
 
 #include <cmath>
+#include <limits>
+#include <string>
+#include <utility>
+#include <vector>
 
 using namespace lorakit;
 
@@ -45,6 +49,9 @@ TEST_CASE("Rng's first outputs for seed 42 are pinned", "[core][rng]") {
   CHECK(pinned_uniform.uniform<double>() == 0x1.dfd524ee73abcp-2);
   Rng pinned_normal(42);
   CHECK(pinned_normal.normal<double>() == Approx(-0.60765105393351915).epsilon(1e-14));
+  Matrix<double> filled(1, 1);
+  Rng(42).fill_normal(filled, 0.0, 1.0);  // a fill starts with the same Box-Muller pair
+  CHECK(filled(0, 0) == Approx(-0.60765105393351915).epsilon(1e-14));
 }
 
 TEST_CASE("Streams and seeds give distinct sequences; the same ones repeat", "[core][rng]") {
@@ -93,6 +100,31 @@ TEST_CASE("Dropout masks keep 1 - p of the entries, scaled by 1 / (1 - p)", "[co
   CHECK_THROWS_WITH(rng.fill_dropout_mask(mask, -0.1), Catch::Contains("Rng::fill_dropout_mask: p is -0.1"));
 }
 
+TEMPLATE_TEST_CASE("check_finite finds every non-finite entry and passes every finite one", "[core][error]", float,
+                   double) {
+  using T = TestType;
+  constexpr T big = std::numeric_limits<T>::max(), tiny = std::numeric_limits<T>::denorm_min();
+  Matrix<T> m = Matrix<T>::Constant(67, 131, big);  // odd sizes: the vectorized sum's remainder is visited
+  m(3, 4) = -big;
+  m(5, 6) = tiny;
+  m(7, 8) = T(0);
+  CHECK_NOTHROW(detail::check_finite("f", "m", m));
+  for (const T bad : {std::numeric_limits<T>::infinity(), -std::numeric_limits<T>::infinity(),
+                      std::numeric_limits<T>::quiet_NaN()}) {
+    for (const auto& [i, j] : std::vector<std::pair<Index, Index>>{{0, 0}, {66, 130}, {33, 65}}) {
+      Matrix<T> copy = m;
+      copy(i, j) = bad;
+      CHECK_THROWS_WITH(detail::check_finite("f", "m", copy),
+                        Catch::Contains("m[" + std::to_string(i) + ", " + std::to_string(j) + "]"));
+      // A block of a larger matrix (non-contiguous rows) and a column-major copy.
+      CHECK_THROWS_AS(detail::check_finite("f", "block", copy.block(i / 2, j / 2, 67 - i / 2, 131 - j / 2)),
+                      ValueError);
+      CHECK_THROWS_AS(detail::check_finite("f", "col", Eigen::Matrix<T, -1, -1>(copy)), ValueError);
+    }
+  }
+  CHECK_NOTHROW(detail::check_finite("f", "block", m.block(1, 1, 30, 40)));
+}
+
 TEST_CASE("Errors name the function, the argument and what was seen", "[core][error]") {
   CHECK_THROWS_WITH(detail::check_cols("Lora::forward", "x", 300, 256, "in_features"),
                     "Lora::forward: x has 300 columns, expected in_features = 256");
@@ -101,6 +133,8 @@ TEST_CASE("Errors name the function, the argument and what was seen", "[core][er
   CHECK_THROWS_AS(detail::check_finite("f", "m", m), ValueError);
   CHECK_THROWS_WITH(detail::check_finite("f", "m", m), Catch::Contains("f: m[1, 2] is nan"));
   CHECK_THROWS_AS(detail::check_shape("f", "m", 2, 3, 3, 2), ShapeError);
+  Matrix<double> none(0, 4);
+  CHECK_NOTHROW(detail::check_finite("f", "none", none));
   // Every lorakit exception is a lorakit::Error and a std::runtime_error.
   CHECK_THROWS_AS(detail::fail<IoError>("f", "x"), Error);
   CHECK_THROWS_AS(detail::fail<StateError>("f", "x"), std::runtime_error);

