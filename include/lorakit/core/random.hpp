@@ -10,6 +10,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <tuple>
 
 namespace lorakit {
 
@@ -113,12 +114,15 @@ class Rng {
   void fill_normal(Eigen::DenseBase<Derived>& m, typename Derived::Scalar mean, typename Derived::Scalar stddev) {
     using T = typename Derived::Scalar;
     LORAKIT_STATIC_ASSERT_SCALAR(T);
-    const Index cols = m.cols(), total = m.rows() * m.cols();
-    auto at = [&](Index k) -> T& { return m.derived().coeffRef(k / cols, k % cols); };
-    for (Index k = 0; k < total; k += 2) {
-      const auto [z0, z1] = box_muller();
-      at(k) = std::fma(stddev, static_cast<T>(z0), mean);
-      if (k + 1 < total) at(k + 1) = std::fma(stddev, static_cast<T>(z1), mean);
+    bool have_spare = false;  // the second value of the last pair, not yet written
+    double spare = 0;
+    for (Index i = 0; i < m.rows(); ++i) {
+      for (Index j = 0; j < m.cols(); ++j) {
+        double z = spare;
+        if (!have_spare) std::tie(z, spare) = box_muller();
+        have_spare = !have_spare;
+        m.derived().coeffRef(i, j) = std::fma(stddev, static_cast<T>(z), mean);
+      }
     }
   }
 
