@@ -10,6 +10,7 @@
 #include "lorakit/core/error.hpp"
 #include "lorakit/core/types.hpp"
 #include "lorakit/kernel/symmetric_eigen.hpp"
+#include "lorakit/kernel/symmetric_products.hpp"
 
 #include <Eigen/Dense>
 
@@ -143,7 +144,7 @@ class FisherStatistics {
   Index samples() const { return samples_; }
 
   /// sum x x^T [in x in].
-  Matrix<double> input_moment_sum() const { return input_moment_; }
+  const Matrix<double>& input_moment_sum() const { return input_moment_; }
   /// sum dy ⊙ dy [out].
   const Vector<double>& output_square_sum() const { return output_square_; }
   /// sum dy x^T [out x in].
@@ -197,27 +198,21 @@ class LoraDaProblem {
                                 "(damping = ", lambda, ", T = ", stats.tokens(), ", in_features = ", n,
                          "); expected a larger damping or more tokens than input features");
       }
-      // Z^-1 = L^-T L^-1 from the Cholesky factor, once; D = -diag(Yinv) G Z^-1 is then one product.
-      Eigen::MatrixXd l_inverse = Eigen::MatrixXd::Identity(n, n);
-      llt.matrixL().solveInPlace(l_inverse);
-      z_inverse.setZero(n, n);
-      z_inverse.selfadjointView<Eigen::Lower>().rankUpdate(l_inverse.transpose());
-      z_inverse.triangularView<Eigen::StrictlyUpper>() = z_inverse.transpose();
+      // Z^-1 once (blocked, from the Cholesky factor); D = -diag(Yinv) G Z^-1 is then one product.
+      z_inverse = kernel::cholesky_inverse(llt);
     }
-    const Eigen::MatrixXd G = stats.gradient_sum() / static_cast<double>(stats.samples());
+    // G = (1/S) sum dy x^T: the 1/S is folded into the row scaling of D.
+    const double per_sample = 1.0 / static_cast<double>(stats.samples());
     if (config.use_natural_gradient) {
-      D_.noalias() = G * z_inverse;
-      D_ = -(yinv.asDiagonal() * D_);
+      D_.noalias() = stats.gradient_sum() * z_inverse;
+      D_ = (-per_sample * yinv).asDiagonal() * D_;
     } else {
-      D_ = -G;
+      D_ = -per_sample * stats.gradient_sum();
     }
-    gram_.setZero(n, n);
-    gram_.selfadjointView<Eigen::Lower>().rankUpdate(D_.transpose());
-    gram_.triangularView<Eigen::StrictlyUpper>() = gram_.transpose();
+    kernel::gram_of_rows(D_.transpose(), gram_);  // D^T D
     omega_ = -config.bias_weight * gram_;
     if (config.variance_weight != 0) omega_ += (config.variance_weight * c) * z_inverse;
   }
-
   /// D [out x in] (not normalized).
   const Eigen::MatrixXd& D() const { return D_; }
   /// D^T D [in x in].
@@ -259,9 +254,13 @@ inline void validate_lora_da_config(const char* where, const LoraDaConfig& c) {
 /// 4. \f$A_0\f$ = the r eigenvectors of \f$\Omega\f$ with the smallest eigenvalues;
 /// 5. \f$A = A_0^\top / \sqrt\gamma\f$, \f$B = D A_0 / \sqrt\gamma\f$. The base weight is not changed.
 ///
-/// Nothing is formed densely on the iterative path: \f$\sigma^2\f$ is the largest eigenvalue of \f$D^\top D\f$ and
-/// \f$A_0\f$ the smallest eigenvectors of \f$\sigma^2 \Omega\f$, both found by block Lanczos with products
-/// \f$Z^{-1} X\f$ (two triangular solves with the Cholesky factor) and \f$G X\f$, \f$G^\top X\f$.
+/// Formed once, in double: \f$Z^{-1}\f$ from the Cholesky factor (`kernel::cholesky_inverse`, n^3/3 + n^3/3
+/// operations by blocked GEMMs), D (one GEMM), \f$D^\top D\f$ (`kernel::gram_of_rows`) and
+/// \f$\sigma^2 \Omega\f$. On the iterative path (above `dense_max_features`), \f$\sigma^2\f$ is the largest
+/// eigenvalue of \f$D^\top D\f$ and \f$A_0\f$ the smallest eigenvectors of \f$\sigma^2 \Omega\f$, both by block
+/// Lanczos (`kernel::smallest_eigenpairs`) with products of those dense matrices and blocks of vectors: every
+/// Lanczos product is then one GEMM, where a matrix-free operator (triangular solves for \f$Z^{-1} X\f$, products
+/// with G and G^T) would cost three per block and, over the hundreds of vectors Lanczos applies, more than forming.
 /// Errors: the adapter's shape differs from the statistics', no tokens seen, a bad config value, Z not
 /// positive definite, a zero G. The adapter is written only after everything succeeded.
 template <class T>
