@@ -3,9 +3,10 @@
 #pragma once
 
 #include "lorakit/core/error.hpp"
-#include "lorakit/core/random.hpp"
 #include "lorakit/core/types.hpp"
+#include "lorakit/kernel/randomized_svd.hpp"
 #include "lorakit/kernel/svd.hpp"
+#include "lorakit/kernel/symmetric_products.hpp"
 
 #include <Eigen/Eigenvalues>
 #include <Eigen/SVD>
@@ -35,12 +36,12 @@ struct StreamingSvdOptions {
 /// \f[ M = \begin{bmatrix} \mathrm{diag}(S) V \\ Y - \mathbf{1}\mu_Y^T \\ \sqrt{N b/(N + b)}\,(\mu - \mu_Y)^T \end{bmatrix}, \f]
 /// whose Gram matrix \f$M^T M\f$ equals the scatter of all N + b samples about their joint mean when the old
 /// samples are exactly represented by (S, V). The top-k right singular pairs of M come from the other, small Gram
-/// matrix \f$G = M M^T\f$ [(k + b) x (k + b)], formed (one symmetric rank update) in double; its top-k
-/// eigenvectors \f$U_k\f$ (subspace iteration on G when k is small next to k + b, see `top_eigenvectors`, else
+/// matrix \f$G = M M^T\f$ [(k + b) x (k + b)], formed in double (`kernel::gram_of_rows`); its top-k
+/// eigenvectors \f$U_k\f$ (a randomized SVD of G when k is small next to k + b, see `top_eigenvectors`, else
 /// `SelfAdjointEigenSolver`) give the subspace
 /// \f$Q = \mathrm{orth}(M^T U_k)\f$ [f x k], and a Rayleigh-Ritz step, the exact SVD of the [(k + b) x k] matrix
 /// \f$M Q = \hat U \Sigma \hat W^T\f$, gives \f$S' = \Sigma\f$ and \f$V' = (Q \hat W)^T\f$.
-/// The result is the top-k SVD of M (to the subspace iteration's accuracy where it is used): exact for the whole
+/// The result is the top-k SVD of M (to the randomized SVD's accuracy where it is used): exact for the whole
 /// stream when the centered data has rank <= k, and the standard incremental-PCA approximation otherwise.
 ///
 /// **Accuracy.** G squares M's condition number, which is why it is kept in double whatever T is: the subspace is
@@ -55,8 +56,10 @@ struct StreamingSvdOptions {
 /// When k + b exceeds f, the f x f Gram matrix \f$M^T M\f$ is decomposed instead, and its top-k eigenvectors are Q.
 ///
 /// **Cost** per batch of b rows, with m = min(k + b, f): O(f (k + b) m) for the Gram matrix (the only large
-/// product), O(m^3) for its eigendecomposition, O(f (k + b) k) for the rest; memory O((k + b) f), whatever the
-/// number of batches. Batches may have fewer rows than k, and rank-deficient or zero batches are fine: the components then include an orthonormal completion with zero singular values.
+/// product), O(m^2 k) for its top eigenvectors (O(m^3) when k is not small next to m), O(f (k + b) k) for the
+/// rest; memory O((k + b) f), whatever the number of batches. M is built once per update, in double, from the
+/// batch (centered there) and the state. Batches may have fewer rows than k, and rank-deficient or zero batches
+/// are fine: the components then include an orthonormal completion with zero singular values.
 /// Before the first sample the components are the first k unit vectors, with zero singular values.
 ///
 /// Signs: in every component, the entry of largest magnitude is positive.
@@ -88,29 +91,27 @@ class StreamingSvd {
     detail::check_finite(where, "batch", batch);
 
     const Index b = batch.rows();
-    const auto wide = batch.template cast<double>();
-    Eigen::VectorXd batch_mean = Eigen::VectorXd::Zero(features_);
+    const bool correct = options_.center && samples_ > 0;
+    WideMatrix stacked = stack_state(b + (correct ? 1 : 0));
+    auto rows = stacked.middleRows(k_, b);
+    rows = batch.template cast<double>();
+    Eigen::VectorXd mean = Eigen::VectorXd::Zero(features_);
     double total = total_;
-    Matrix<T> rows;
     if (options_.center) {
-      batch_mean = wide.colwise().sum().transpose() / static_cast<double>(b);
-      total += (wide.rowwise() - batch_mean.transpose()).squaredNorm();
-      const bool correct = samples_ > 0;
-      rows.resize(b + (correct ? 1 : 0), features_);
-      rows.topRows(b) = (wide.rowwise() - batch_mean.transpose()).template cast<T>();
+      for (Index i = 0; i < b; ++i) mean += rows.row(i).transpose();  // contiguous rows: one vectorized pass
+      mean /= static_cast<double>(b);
+      rows.rowwise() -= mean.transpose();
       if (correct) {
         const double n = static_cast<double>(samples_), nb = static_cast<double>(b);
-        const Eigen::VectorXd shift = mean_ - batch_mean;
-        rows.row(b) = (std::sqrt(n * nb / (n + nb)) * shift).transpose().template cast<T>();
+        const Eigen::VectorXd shift = mean_ - mean;
+        stacked.row(k_ + b) = std::sqrt(n * nb / (n + nb)) * shift.transpose();
         total += n * nb / (n + nb) * shift.squaredNorm();
-        batch_mean = (n * mean_ + nb * batch_mean) / (n + nb);
+        mean = (n * mean_ + nb * mean) / (n + nb);
       }
-    } else {
-      total += wide.squaredNorm();
-      rows = batch;
     }
-    absorb(rows);  // may throw (allocation): the state below is only committed after it
-    mean_.swap(batch_mean);
+    total += rows.squaredNorm();
+    absorb(stacked);  // may throw (allocation): the state below is only committed after it
+    mean_.swap(mean);
     total_ = total;
     samples_ += b;
   }
@@ -141,17 +142,18 @@ class StreamingSvd {
     }
     const double n = static_cast<double>(samples_), m = static_cast<double>(other.samples_);
     const bool correct = options_.center;
-    Matrix<T> rows(k_ + (correct ? 1 : 0), features_);
-    rows.topRows(k_) = other.singular_values_.asDiagonal() * other.components_;
+    WideMatrix stacked = stack_state(k_ + (correct ? 1 : 0));
+    stacked.middleRows(k_, k_) =
+        (other.singular_values_.asDiagonal() * other.components_).template cast<double>();
     double total = total_ + other.total_;
     Eigen::VectorXd mean = mean_;
     if (correct) {
       const Eigen::VectorXd shift = mean_ - other.mean_;
-      rows.row(k_) = (std::sqrt(n * m / (n + m)) * shift).transpose().template cast<T>();
+      stacked.row(2 * k_) = std::sqrt(n * m / (n + m)) * shift.transpose();
       total += n * m / (n + m) * shift.squaredNorm();
       mean = (n * mean_ + m * other.mean_) / (n + m);
     }
-    absorb(rows);
+    absorb(stacked);
     mean_.swap(mean);
     total_ = total;
     samples_ += other.samples_;
@@ -177,26 +179,29 @@ class StreamingSvd {
   const StreamingSvdOptions& options() const { return options_; }
 
  private:
-  /// Replaces (S, V) by the top-k SVD of M = [diag(S) V; rows]. Only writes the members once everything is computed.
-  void absorb(const Matrix<T>& rows) {
-    using WideMatrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-    const Index p = rows.rows(), m = k_ + p;
-    WideMatrix stacked(m, features_);
-    stacked.topRows(k_) = (singular_values_.asDiagonal() * components_).template cast<double>();
-    stacked.bottomRows(p) = rows.template cast<double>();
+  /// M in double, row-major: the rows of one update.
+  using WideMatrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
+  /// A [(k + extra_rows) x features] matrix whose first k rows are diag(S) V; the caller fills the rest.
+  WideMatrix stack_state(Index extra_rows) const {
+    WideMatrix stacked(k_ + extra_rows, features_);
+    stacked.topRows(k_) = (singular_values_.asDiagonal() * components_).template cast<double>();
+    return stacked;
+  }
+
+  /// Replaces (S, V) by the top-k SVD of M = `stacked`. Only writes the members once everything is computed.
+  void absorb(const WideMatrix& stacked) {
+    const Index m = stacked.rows();
     // Q: an orthonormal basis of M's top-k right singular subspace, from the smaller of its two Gram matrices.
-    Eigen::MatrixXd basis;
+    Eigen::MatrixXd basis, gram;
     if (m <= features_) {
-      Eigen::MatrixXd gram = Eigen::MatrixXd::Zero(m, m);
-      gram.template selfadjointView<Eigen::Lower>().rankUpdate(stacked);  // M M^T
+      kernel::gram_of_rows(stacked, gram);  // M M^T
       // M^T U_k, largest first: the QR then orthonormalizes the well-determined directions before those of
       // (near-)zero eigenvalues, whose images are rounding noise.
       basis.noalias() = stacked.transpose() * top_eigenvectors(gram, k_);
       kernel::detail::orthonormalize_columns<double>(basis);
     } else {
-      Eigen::MatrixXd gram = Eigen::MatrixXd::Zero(features_, features_);
-      gram.template selfadjointView<Eigen::Lower>().rankUpdate(stacked.transpose());  // M^T M
+      kernel::gram_of_rows(stacked.transpose(), gram);  // M^T M
       basis = top_eigenvectors(gram, k_);
     }
     // Rayleigh-Ritz: the exact SVD of M restricted to Q orders the directions and gives the singular values.
@@ -211,36 +216,22 @@ class StreamingSvd {
     components_.swap(components);
   }
 
-  /// Passes of subspace iteration in `top_eigenvectors`.
-  static constexpr int kSubspacePasses = 8;
-
-  /// The k eigenvectors of the symmetric G [m x m] (its lower triangle is read) with the largest eigenvalues,
-  /// largest first, as the columns of an [m x k] matrix. When l = min(m, 2k + 16) is at most m / 2, by
-  /// subspace iteration (Halko, Martinsson, Tropp 2011, Algorithm 4.4, on G): kSubspacePasses products with G
-  /// from a Gaussian start (fixed seed: deterministic), each followed by a Householder QR, then a Rayleigh-Ritz
-  /// step (the eigendecomposition of the l x l matrix Y^T G Y). The top-k subspace is then off by about
-  /// \f$(\lambda_{l+1} / \lambda_k)^{8}\f$ = \f$(\sigma_{l+1} / \sigma_k)^{16}\f$ in M's singular values, and exact
-  /// when G has rank <= l (data of rank <= k included). Cost O(m^2 l) per pass instead of the O(m^3) of the dense
-  /// solver, which is used otherwise.
+  /// The k eigenvectors of the symmetric positive semi-definite G [m x m] (full) with the largest eigenvalues,
+  /// largest first, as the columns of an [m x k] matrix. When l = 2k + 16 is at most m / 2, they are G's top-k
+  /// left singular vectors by `randomized_svd` with k + 16 oversamples and 4 power iterations (deterministic
+  /// seed): the subspace is then off by about \f$(\lambda_{l+1} / \lambda_k)^{9}\f$ =
+  /// \f$(\sigma_{l+1} / \sigma_k)^{18}\f$ in M's singular values, and exact when G has rank <= l (data of rank
+  /// <= k included), for O(m^2 l) per power iteration instead of the O(m^3) of the dense solver (Eigen's
+  /// SelfAdjointEigenSolver), which is used otherwise.
   static Eigen::MatrixXd top_eigenvectors(const Eigen::MatrixXd& gram, Index k) {
-    const Index m = gram.rows(), l = std::min(m, 2 * k + 16);
+    const Index m = gram.rows(), l = 2 * k + 16;
     if (2 * l > m) {
       const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eigen(gram);  // ascending eigenvalues
       return eigen.eigenvectors().rightCols(k).rowwise().reverse();
     }
-    const auto g = gram.template selfadjointView<Eigen::Lower>();
-    Eigen::MatrixXd y(m, l), product(m, l);
-    Rng(0x5eed, 7).fill_normal(y, 0.0, 1.0);
-    for (int pass = 0; pass < kSubspacePasses; ++pass) {
-      product.noalias() = g * y;
-      y.swap(product);
-      kernel::detail::orthonormalize_columns<double>(y);
-    }
-    product.noalias() = g * y;
-    Eigen::MatrixXd projected(l, l);
-    projected.noalias() = y.transpose() * product;
-    const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> small(projected);  // reads the lower triangle
-    return y * small.eigenvectors().rightCols(k).rowwise().reverse();
+    // G is symmetric, so its column-major storage is also its row-major storage.
+    const Eigen::Map<const Matrix<double>> symmetric(gram.data(), m, m);
+    return randomized_svd<double>(symmetric, k, RsvdOptions{k + 16, 4, 0x5eed}).U;
   }
 
   Index features_;
