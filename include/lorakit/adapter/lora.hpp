@@ -128,7 +128,7 @@ class Lora {
     }
     // A non-finite entry of x always makes its row of x A^T non-finite, so checking the small [n x r]
     // product finds bad input at O(n r) cost, before y is touched.
-    if (!xa_.allFinite()) report_non_finite(where, "x", x);
+    if (!detail::all_finite(xa_)) report_non_finite(where, "x", x);
     kernel::expand_add<T>(xa_, B_, scaling_, y);
     forward_rows_ = x.rows();
     forward_used_dropout_ = uses_dropout();
@@ -186,7 +186,7 @@ class Lora {
   void backward_impl(const char* where, const ConstMatrixRef<T>& x, const ConstMatrixRef<T>& dy) {
     detail::check_backward_batch<T>(where, x, dy, in_, out_, forward_rows_);
     kernel::project_back<T>(dy, B_, scaling_, t_);
-    if (!t_.allFinite()) report_non_finite(where, "dy", dy);  // as in forward: bad dy shows in dy B
+    if (!detail::all_finite(t_)) report_non_finite(where, "dy", dy);  // as in forward: bad dy shows in dy B
     kernel::accumulate_outer<T>(dy, xa_, scaling_, grad_B_);
     if (forward_used_dropout_) {
       kernel::accumulate_outer<T>(t_, dropout_.dropped(), T(1), grad_A_);

@@ -8,6 +8,7 @@
 #include "lorakit/core/parameter.hpp"
 #include "lorakit/core/random.hpp"
 #include "lorakit/core/types.hpp"
+#include "lorakit/kernel/lowrank_products.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -200,7 +201,7 @@ class Vera {
     }
     // A non-finite entry of x makes its row of U non-finite (NaN or Inf times any finite projection entry, zero
     // included, is not finite), so checking the small [n x r] product finds bad input before y is touched.
-    if (!u_.allFinite()) report_non_finite(where, "x", x);
+    if (!detail::all_finite(u_)) report_non_finite(where, "x", x);
     ud_.resize(x.rows(), rank());
     ud_.array() = u_.array().rowwise() * lambda_d_.transpose().array();
     z_.resize(x.rows(), out_);
@@ -274,9 +275,9 @@ class Vera {
     h_.resize(dy.rows(), rank());
     h_.noalias() = dyb_ * B();
     // A NaN or Inf in dy shows in G Λ_b (even where lambda_b is 0) and so in H: checked before any gradient moves.
-    if (!h_.allFinite()) report_non_finite(where, "dy", dy);
-    grad_b_.noalias() += dy.cwiseProduct(z_).colwise().sum().transpose();
-    grad_d_.noalias() += h_.cwiseProduct(u_).colwise().sum().transpose();
+    if (!detail::all_finite(h_)) report_non_finite(where, "dy", dy);
+    kernel::add_column_sums_of_product<T>(dy, z_, grad_b_);
+    kernel::add_column_sums_of_product<T>(h_, u_, grad_d_);
   }
 
   /// Λ_b B_l Λ_d [out x r].

@@ -9,6 +9,7 @@
 #include "lorakit/adapter/lora.hpp"
 #include "lorakit/core/error.hpp"
 #include "lorakit/core/types.hpp"
+#include "lorakit/kernel/lowrank_products.hpp"
 #include "lorakit/kernel/symmetric_eigen.hpp"
 #include "lorakit/kernel/symmetric_products.hpp"
 
@@ -154,7 +155,7 @@ class FisherStatistics {
   template <class X, class DY>
   void accumulate(const X& x, const DY& dy) {
     input_moment_.noalias() += x.transpose() * x;
-    output_square_ += dy.array().square().colwise().sum().matrix().transpose();
+    kernel::add_column_sums_of_product<double>(dy, dy, output_square_);
     gradient_.noalias() += dy.transpose() * x;
   }
 

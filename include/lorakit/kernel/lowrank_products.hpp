@@ -35,6 +35,15 @@ void accumulate_outer(const ConstMatrixRef<T>& a, const Eigen::MatrixBase<Derive
   grad.noalias() += (s * a.transpose()) * b;
 }
 
+/// out += the column sums of a ⊙ b: a, b [n x c], out [c] (the gradient of a diagonal scaling). Row by row:
+/// lorakit's matrices are row-major, where each row is one contiguous vectorized pass, while Eigen 3.4's
+/// `colwise().sum()` of a row-major expression walks it with strided access, about 7x slower at 512 x 4096.
+template <class T, class DerivedA, class DerivedB>
+void add_column_sums_of_product(const Eigen::MatrixBase<DerivedA>& a, const Eigen::MatrixBase<DerivedB>& b,
+                                Eigen::Ref<Vector<T>> out) {
+  for (Index i = 0; i < a.rows(); ++i) out.noalias() += a.row(i).cwiseProduct(b.row(i)).transpose();
+}
+
 }  // namespace lorakit::kernel
 
 // ---- VeRA's branch (Kopiczko et al., "VeRA: Vector-based Random Matrix Adaptation", ICLR 2024) ----
@@ -77,7 +86,7 @@ void vera_backward(const ConstMatrixRef<T>& dy, const Matrix<T>& u, const Matrix
                    Eigen::Ref<Vector<T>> grad_d, Matrix<T>& h, Matrix<T>& pair) {
   h.resize(dy.rows(), B.cols());
   h.noalias() = dy * scaled_B;
-  grad_d.noalias() += h.cwiseProduct(u).colwise().sum().transpose();
+  add_column_sums_of_product<T>(h, u, grad_d);
   pair.resize(B.rows(), B.cols());
   pair.noalias() = dy.transpose() * ud;
   grad_b.noalias() += pair.cwiseProduct(B).rowwise().sum();

@@ -48,7 +48,7 @@ void add_dense_update(const char* where, MatrixRef<T> W, Index out, Index in, T 
   check_shape(where, "W", W.rows(), W.cols(), out, in);
   Matrix<T> result = W;
   result.noalias() += sign * delta;
-  if (!result.allFinite()) {
+  if (!all_finite(result)) {
     fail<ValueError>(where, "W + (", static_cast<double>(sign), ") * ", delta_name,
                      " has non-finite entries; W is left unchanged");
   }
