@@ -8,9 +8,12 @@
 
 // -ffast-math (and -Ofast, -ffinite-math-only) lets the compiler assume no NaN or Inf and reassociate sums: the
 // finite checks that reject bad input would be compiled away, and the SVDs' accuracy and the error bounds that
-// the documentation states would no longer hold. GCC and Clang define __FAST_MATH__ under it.
-#if defined(__FAST_MATH__) || (defined(__FINITE_MATH_ONLY__) && __FINITE_MATH_ONLY__)
-#error "lorakit needs IEEE arithmetic: build without -ffast-math, -Ofast or -ffinite-math-only"
+// the documentation states would no longer hold. GCC and Clang define __FAST_MATH__ under it. Its parts that
+// reorder or approximate arithmetic without assuming finite values (-funsafe-math-optimizations,
+// -fassociative-math, -freciprocal-math) are refused too: they define __ASSOCIATIVE_MATH__ / __RECIPROCAL_MATH__.
+#if defined(__FAST_MATH__) || (defined(__FINITE_MATH_ONLY__) && __FINITE_MATH_ONLY__) || \
+    defined(__ASSOCIATIVE_MATH__) || defined(__RECIPROCAL_MATH__)
+#error "lorakit needs IEEE arithmetic: build without -ffast-math, -Ofast, -ffinite-math-only, -funsafe-math-optimizations, -fassociative-math or -freciprocal-math"
 #endif
 
 #ifdef LORAKIT_EXTERN_EIGEN_DECOMPOSITIONS
