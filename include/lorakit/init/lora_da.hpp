@@ -285,22 +285,16 @@ LoraDaReport lora_da_initialize(Lora<T>& adapter, const FisherStatistics<T>& sta
     kernel::SymmetricEigenOptions options;
     options.tolerance = config.tolerance;
     // sigma^2 = the largest eigenvalue of D^T D = minus the smallest of -D^T D.
-    kernel::SymmetricEigenOptions top = options;
-    top.block_size = std::min<Index>(8, std::max<Index>(1, n / 8));
     const auto gram = kernel::smallest_eigenpairs(
         [&](const Eigen::Ref<const Eigen::MatrixXd>& X, Eigen::Ref<Eigen::MatrixXd> Y) {
           Y.noalias() = -(problem.gram() * X);
         },
-        n, 1, top);
-    // Blocks of r columns (at least 8): with r = 8, 30-47 ms at in = 1024 and 240-265 ms at 2048, against 75-80
-    // and 310-315 ms with the solver's default of 32 columns, whose larger basis costs more to orthogonalize.
-    kernel::SymmetricEigenOptions smallest = options;
-    smallest.block_size = std::max<Index>(r, std::min<Index>(8, std::max<Index>(1, n / 8)));
+        n, 1, options);
     const auto guidance = kernel::smallest_eigenpairs(
         [&](const Eigen::Ref<const Eigen::MatrixXd>& X, Eigen::Ref<Eigen::MatrixXd> Y) {
           Y.noalias() = problem.omega() * X;
         },
-        n, r, smallest);
+        n, r, options);
     report.operator_columns = gram.applied_columns + guidance.applied_columns;
     if (gram.converged && guidance.converged) {
       report.iterative = true;
