@@ -125,7 +125,6 @@ class AdamW {
       grad_data = p.grad.data();
       size = p.value.size();
     }
-    Eigen::Map<Vector<T>> value() { return Eigen::Map<Vector<T>>(value_data, size); }
     Eigen::Map<Vector<T>> grad() { return Eigen::Map<Vector<T>>(grad_data, size); }
   };
 
