@@ -4,6 +4,7 @@
 #include "test_support.hpp"
 
 #include <lorakit/adapter/adapted_linear.hpp>
+#include <lorakit/adapter/adapter_ref.hpp>
 #include <lorakit/adapter/adapter_set.hpp>
 #include <lorakit/adapter/lora.hpp>
 
@@ -125,4 +126,39 @@ TEST_CASE("AdapterSet keeps named adapters in order with stable parameter views"
   CHECK_THROWS_WITH(set.add("score", random_lora<double>(4, 4, 1)), "AdapterSet::add: name 'score' is already in the set");
   CHECK_THROWS_WITH(set.at("missing"), "AdapterSet::at: no adapter named 'missing' in the set");
   CHECK_THROWS_AS(set.add("", random_lora<double>(4, 4, 1)), ValueError);
+}
+
+TEST_CASE("A layer over AdapterSet::ref trains the set's adapter and sees its replacement", "[adapter_set][adapter_ref]") {
+  using T = double;
+  static_assert(is_adapter_v<Lora<T>>);
+  static_assert(is_adapter_v<AdapterRef<Lora<T>>>);
+  static_assert(!is_adapter_v<Matrix<T>>);
+  static_assert(!is_adapter_v<int>);
+
+  AdapterSet<Lora<T>> set;
+  set.add("fc", random_lora<T>(10, 6, 3));
+  const Matrix<T> W = random_matrix<T>(6, 10, 11, 0.5);
+  auto layer = AdaptedLinear<T, AdapterRef<Lora<T>>>::owning(W, set.ref("fc"));
+  const Matrix<T> x = random_matrix<T>(5, 10, 12, 1.0);
+  const Matrix<T> dy = random_matrix<T>(5, 6, 13, 1.0);
+
+  // The layer's forward and backward are the set's adapter's, and its gradients land in the set.
+  Matrix<T> y(5, 6), dx(5, 10);
+  layer.forward(x, y);
+  Matrix<T> expected = x * W.transpose() + x * set.at("fc").delta_weight().transpose();
+  CHECK((y - expected).norm() <= 1e-12 * expected.norm());
+  layer.backward(x, dy, dx);
+  const Matrix<T> grad_B = set.at("fc").scaling() * dy.transpose() * (x * set.at("fc").A().transpose());
+  CHECK((set.at("fc").grad_B() - grad_B).norm() <= 1e-12 * grad_B.norm());
+  CHECK(set.parameters()[1].grad.norm() == Approx(grad_B.norm()));
+
+  // Replacing the set's adapter in place (as a squeeze does) is seen by the layer at once.
+  set.at("fc") = random_lora<T>(10, 6, 2);
+  CHECK(layer.adapter()->rank() == 2);
+  layer.forward(x, y);
+  expected = x * W.transpose() + x * set.at("fc").delta_weight().transpose();
+  CHECK((y - expected).norm() <= 1e-12 * expected.norm());
+  layer.merge();
+  CHECK((layer.weight() - (W + set.at("fc").delta_weight())).norm() <= 1e-12 * W.norm());
+  CHECK_THROWS_WITH(set.ref("missing"), "AdapterSet::at: no adapter named 'missing' in the set");
 }

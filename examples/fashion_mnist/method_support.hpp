@@ -62,8 +62,8 @@ RunResult train_adapters(const Task& task, AdapterSet<Adapter> set, double init_
   RunResult result;
   result.init_seconds = init_seconds;
   const Weights& base = *task.base;
-  Mlp<lorakit::AdaptedLinear<float, InSet<Adapter>>> model(adapted(base.fc1, set, "fc1"), adapted(base.fc2, set, "fc2"),
-                                                           Dense(base.head.W, base.head.b, true));
+  Mlp<lorakit::AdaptedLinear<float, lorakit::AdapterRef<Adapter>>> model(
+      adapted(base.fc1, set, "fc1"), adapted(base.fc2, set, "fc2"), Dense(base.head.W, base.head.b, true));
   lorakit::AdamW<float> optimizer(with_head(set.parameters(), model.head), adamw(lr));
   Batches batches(task.data->train, task.batch, seed);
   TrainLoop loop = make_loop(task, progress);

@@ -66,37 +66,12 @@ struct Dense {
   Index num_parameters() const { return trainable ? W.size() + b.size() : 0; }
 };
 
-/// An adapter that lives in an `AdapterSet` seen through a pointer, so that an `AdaptedLinear` can use it while
-/// the set stays the owner: EVA builds the set, LoRA-Squeeze replaces its adapters in place (`set.at(name) =
-/// squeezed`), and the layer sees the new adapter at once. The set must outlive the layer.
-template <class Adapter>
-class InSet {
- public:
-  using Scalar = typename Adapter::Scalar;
-  explicit InSet(Adapter& adapter) : adapter_(&adapter) {}
-
-  Index in_features() const { return adapter_->in_features(); }
-  Index out_features() const { return adapter_->out_features(); }
-  void forward(const lorakit::ConstMatrixRef<Scalar>& x, lorakit::MatrixRef<Scalar> y) { adapter_->forward(x, y); }
-  void backward(const lorakit::ConstMatrixRef<Scalar>& x, const lorakit::ConstMatrixRef<Scalar>& dy,
-                lorakit::MatrixRef<Scalar> dx) {
-    adapter_->backward(x, dy, dx);
-  }
-  void backward(const lorakit::ConstMatrixRef<Scalar>& x, const lorakit::ConstMatrixRef<Scalar>& dy) {
-    adapter_->backward(x, dy);
-  }
-  void merge_into(lorakit::MatrixRef<Scalar> W) const { adapter_->merge_into(W); }
-  void unmerge_from(lorakit::MatrixRef<Scalar> W) const { adapter_->unmerge_from(W); }
-
- private:
-  Adapter* adapter_;
-};
-
 /// A hidden layer of the pretrained model with an adapter from `set` (module name `name`) on it.
 template <class Adapter>
-lorakit::AdaptedLinear<float, InSet<Adapter>> adapted(const Dense& pretrained, lorakit::AdapterSet<Adapter>& set,
-                                                      const std::string& name) {
-  auto layer = lorakit::AdaptedLinear<float, InSet<Adapter>>::owning(pretrained.W, InSet<Adapter>(set.at(name)));
+lorakit::AdaptedLinear<float, lorakit::AdapterRef<Adapter>> adapted(const Dense& pretrained,
+                                                                    lorakit::AdapterSet<Adapter>& set,
+                                                                    const std::string& name) {
+  auto layer = lorakit::AdaptedLinear<float, lorakit::AdapterRef<Adapter>>::owning(pretrained.W, set.ref(name));
   layer.set_bias(pretrained.b);
   return layer;
 }

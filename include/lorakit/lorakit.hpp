@@ -10,7 +10,9 @@
 #include "lorakit/kernel/symmetric_eigen.hpp"
 
 #include "lorakit/adapter/adapted_linear.hpp"
+#include "lorakit/adapter/adapter_concept.hpp"
 #include "lorakit/adapter/adapter_memory.hpp"
+#include "lorakit/adapter/adapter_ref.hpp"
 #include "lorakit/adapter/adapter_set.hpp"
 #include "lorakit/adapter/lora.hpp"
 #include "lorakit/adapter/vera.hpp"

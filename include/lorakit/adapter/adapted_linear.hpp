@@ -1,6 +1,7 @@
 // lorakit::AdaptedLinear: a frozen linear layer (base weight and optional bias) with an adapter on it.
 #pragma once
 
+#include "lorakit/adapter/adapter_concept.hpp"
 #include "lorakit/core/error.hpp"
 #include "lorakit/core/types.hpp"
 
@@ -9,7 +10,8 @@
 
 namespace lorakit {
 
-/// A frozen linear layer plus an adapter (`Lora<T>`, `Vera<T>`, or any type with the same concept):
+/// A frozen linear layer plus an adapter (`Lora<T>`, `Vera<T>`, `AdapterRef<...>` to an adapter of an
+/// `AdapterSet`, or any type with the concept of adapter_concept.hpp):
 /// \f[ y = x W^\top + b + \mathrm{adapter}(x),\qquad W \in \mathbb{R}^{out\times in}. \f]
 /// The base weight is either owned or a view of the caller's memory (a libtorch tensor, a ggml buffer); it is
 /// never written except by `merge()` / `unmerge()`, which fold \f$\Delta W\f$ into it and back. A merged layer's
@@ -17,6 +19,9 @@ namespace lorakit {
 template <class T, class Adapter>
 class AdaptedLinear {
   LORAKIT_STATIC_ASSERT_SCALAR(T);
+  static_assert(is_adapter_v<Adapter>,
+                "AdaptedLinear<T, Adapter>: Adapter must model the adapter concept (Scalar, in_features, out_features, "
+                "forward, both backward overloads, merge_into, unmerge_from, parameters: see adapter_concept.hpp)");
   static_assert(std::is_same_v<typename Adapter::Scalar, T>, "AdaptedLinear: the adapter's scalar type must be T");
 
  public:

@@ -1,6 +1,7 @@
 // lorakit::AdapterSet: the adapters of one model, by module name, in insertion order.
 #pragma once
 
+#include "lorakit/adapter/adapter_ref.hpp"
 #include "lorakit/core/error.hpp"
 #include "lorakit/core/parameter.hpp"
 
@@ -33,6 +34,10 @@ class AdapterSet {
   /// The adapter named `name`. Errors: no such name.
   Adapter& at(const std::string& name) { return entries_[position("AdapterSet::at", name)].second; }
   const Adapter& at(const std::string& name) const { return entries_[position("AdapterSet::at", name)].second; }
+
+  /// A handle to the adapter named `name` for a model's layer: `AdaptedLinear<T, AdapterRef<Adapter>>::owning(W,
+  /// set.ref(name))` trains the set's adapter, and sees its replacement by `at(name) = ...`. Errors: no such name.
+  AdapterRef<Adapter> ref(const std::string& name) { return AdapterRef<Adapter>(at(name)); }
 
   bool contains(const std::string& name) const { return index_.count(name) != 0; }
   Index size() const { return static_cast<Index>(entries_.size()); }
