@@ -162,3 +162,38 @@ TEST_CASE("A layer over AdapterSet::ref trains the set's adapter and sees its re
   CHECK((layer.weight() - (W + set.at("fc").delta_weight())).norm() <= 1e-12 * W.norm());
   CHECK_THROWS_WITH(set.ref("missing"), "AdapterSet::at: no adapter named 'missing' in the set");
 }
+
+TEST_CASE("AdaptedLinear over a Conv1D-style weight [in x out] equals the same layer over W [out x in]",
+          "[adapted_linear]") {
+  using T = double;
+  const Matrix<T> W = random_matrix<T>(6, 9, 21, 0.5);  // [out x in]
+  const Matrix<T> x = random_matrix<T>(4, 9, 22, 1.0), dy = random_matrix<T>(4, 6, 23, 1.0);
+  auto linear = AdaptedLinear<T, Lora<T>>::owning(W, random_lora<T>(9, 6, 2));
+  auto conv1d = AdaptedLinear<T, Lora<T>>::owning(W.transpose(), random_lora<T>(9, 6, 2), WeightLayout::in_by_out);
+  CHECK(conv1d.layout() == WeightLayout::in_by_out);
+  Matrix<T> y1(4, 6), y2(4, 6), dx1(4, 9), dx2(4, 9);
+  linear.forward(x, y1);
+  conv1d.forward(x, y2);
+  CHECK((y1 - y2).norm() <= 1e-13 * y1.norm());
+  linear.backward(x, dy, dx1);
+  conv1d.backward(x, dy, dx2);
+  CHECK((dx1 - dx2).norm() <= 1e-13 * dx1.norm());
+  CHECK(linear.adapter().grad_A() == conv1d.adapter().grad_A());
+
+  conv1d.merge();  // W^T += (s B A)^T
+  CHECK((conv1d.weight() - (W + linear.adapter().delta_weight()).transpose()).norm() <= 1e-13 * W.norm());
+  conv1d.unmerge();
+  CHECK((conv1d.weight() - W.transpose()).norm() <= 1e-13 * W.norm());
+
+  using Layer = AdaptedLinear<T, Lora<T>>;
+  CHECK_THROWS_WITH(Layer::owning(W, random_lora<T>(9, 6, 2), WeightLayout::in_by_out),
+                    "AdaptedLinear: weight is [6 x 9], but the adapter is for [9 x 6] (in_by_out layout)");
+}
+
+TEST_CASE("AdaptedLinear refuses an empty weight view with a ShapeError", "[adapted_linear]") {
+  using Layer = AdaptedLinear<float, Lora<float>>;
+  Matrix<float> empty(0, 0);
+  CHECK_THROWS_AS(Layer::viewing(empty, random_lora<float>(4, 3, 1)), ShapeError);
+  CHECK_THROWS_WITH(Layer::viewing(empty, random_lora<float>(4, 3, 1)),
+                    "AdaptedLinear: weight is [0 x 0], but the adapter is for [3 x 4]");
+}

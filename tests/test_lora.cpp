@@ -1,9 +1,12 @@
 // adapter/lora.hpp: Lora<T> against dense math, central finite differences and PEFT's semantics.
 #include <catch2/catch.hpp>
 
+#include "adapter_test_support.hpp"
 #include "test_support.hpp"
 
 #include <lorakit/adapter/lora.hpp>
+
+#include <Eigen/SVD>
 
 #include <cmath>
 #include <limits>
@@ -205,8 +208,10 @@ TEMPLATE_TEST_CASE("Lora merge and unmerge add and remove s B A", "[lora]", floa
 
 TEST_CASE("Lora rejects bad configurations and inputs with clear errors", "[lora]") {
   CHECK_THROWS_WITH(Lora<float>(64, 32, config_with(0, 8)),
-                    "Lora::Lora: rank is 0, expected 1 <= rank <= min(in_features, out_features) = 32");
-  CHECK_THROWS_AS(Lora<float>(64, 32, config_with(33, 8)), ValueError);
+                    "Lora::Lora: rank is 0, expected >= 1");
+  CHECK_THROWS_WITH(Lora<float>(64, 32, config_with(4, 1e40)),
+                    "Lora::Lora: alpha is 1e+40: the scaling alpha / r overflows the scalar type");
+  CHECK_NOTHROW(Lora<double>(64, 32, config_with(4, 1e40)));
   CHECK_THROWS_WITH(Lora<float>(0, 32, config_with(1, 8)), "Lora::Lora: in_features is 0, expected >= 1");
   CHECK_THROWS_WITH(Lora<float>(64, 32, config_with(4, std::nan(""))), Catch::Contains("alpha is nan"));
   LoraConfig c = config_with(4, 8);
@@ -291,4 +296,33 @@ TEST_CASE("Lora::from_factors takes A and B as given", "[lora]") {
   CHECK(lora.out_features() == 8);
   CHECK_THROWS_WITH(Lora<double>::from_factors(A, B, config_with(4, 6)),
                     "Lora::from_factors: A has 3 rows, expected config.rank = 4");
+}
+
+TEMPLATE_TEST_CASE("Lora accepts a rank above min(in, out), as PEFT does", "[lora]", float, double) {
+  using T = TestType;
+  Lora<T> lora(6, 4, config_with(9, 9));  // r = 9 > min(6, 4)
+  lora.B() = testing::random_matrix<T>(4, 9, 3);
+  CHECK(lora.rank() == 9);
+  const Matrix<T> delta = lora.delta_weight();
+  CHECK(delta.rows() == 4);
+  CHECK(delta.cols() == 6);
+  CHECK(testing::relative_error(delta, Matrix<T>(lora.B() * lora.A())) < 1e-6);  // s = 9 / 9
+  Eigen::JacobiSVD<Eigen::MatrixXd> svd(delta.template cast<double>());
+  CHECK(svd.singularValues()(3) > 0);  // full rank min(in, out) = 4, never more
+}
+
+TEMPLATE_TEST_CASE("A refused Lora call changes nothing (weights, gradients, workspaces, dropout stream)", "[lora]",
+                   float, double) {
+  using T = TestType;
+  LoraConfig c = config_with(3, 6);
+  c.dropout = 0.25;
+  c.seed = 9;
+  Lora<T> lora(12, 7, c);
+  lora.B() = testing::random_matrix<T>(7, 3, 4);
+  testing::check_refused_calls_change_nothing(lora, testing::random_matrix<T>(5, 12, 5),
+                                              testing::random_matrix<T>(5, 7, 6));
+  Lora<T> plain(12, 7, config_with(3, 6));
+  plain.B() = testing::random_matrix<T>(7, 3, 4);
+  testing::check_refused_calls_change_nothing(plain, testing::random_matrix<T>(5, 12, 5),
+                                              testing::random_matrix<T>(5, 7, 6));
 }

@@ -424,3 +424,14 @@ TEMPLATE_TEST_CASE("Vera fits a teacher update from its own family (teacher-stud
   student.forward(x_new, y_new);
   CHECK(relative_error(y_new, Matrix<T>(x_new * target.transpose())) < 1e-3);
 }
+
+TEMPLATE_TEST_CASE("A refused Vera call changes nothing (vectors, gradients, workspaces, dropout stream)", "[vera]",
+                   float, double) {
+  using T = TestType;
+  auto projections = std::make_shared<const VeraProjections<T>>(6, 12, 9, 4);
+  Vera<T> dropping = random_vera<T>(projections, 12, 7, 0.3);
+  CHECK(dropping.config().projection_seed == 4u);  // the projections' seed, whatever the config said
+  testing::check_refused_calls_change_nothing(dropping, random_matrix<T>(5, 12, 5), random_matrix<T>(5, 7, 6));
+  Vera<T> plain = random_vera<T>(projections, 10, 9);
+  testing::check_refused_calls_change_nothing(plain, random_matrix<T>(4, 10, 7), random_matrix<T>(4, 9, 8));
+}

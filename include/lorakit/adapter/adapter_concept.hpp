@@ -21,6 +21,7 @@ namespace lorakit {
 /// | `a.backward(x, dy, dx)` | gradients += ...; dx [n x in] += d adapter / dx |
 /// | `a.backward(x, dy)` | gradients only |
 /// | `a.merge_into(W)`, `a.unmerge_from(W)` | W += / -= ΔW |
+/// | `a.delta_weight()` | ΔW [out x in] as a `Matrix<Scalar>` |
 /// | `a.parameters()` | `std::vector<Parameter<Scalar>>`: what an optimizer walks |
 ///
 /// `is_adapter_v<A>` tests these expressions; `AdaptedLinear` states them in a `static_assert`.
@@ -41,6 +42,7 @@ struct is_adapter<
                                                         std::declval<ConstMatrixRef<typename A::Scalar>>())),
                    decltype(std::declval<const A&>().merge_into(std::declval<MatrixRef<typename A::Scalar>>())),
                    decltype(std::declval<const A&>().unmerge_from(std::declval<MatrixRef<typename A::Scalar>>())),
+                   decltype(std::declval<const A&>().delta_weight()),
                    decltype(std::declval<A&>().parameters())>>
     : std::is_same<decltype(std::declval<A&>().parameters()), std::vector<Parameter<typename A::Scalar>>> {};
 

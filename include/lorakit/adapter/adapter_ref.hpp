@@ -38,6 +38,7 @@ class AdapterRef {
   }
   void backward(const ConstMatrixRef<Scalar>& x, const ConstMatrixRef<Scalar>& dy) { adapter_->backward(x, dy); }
   void zero_grad() { adapter_->zero_grad(); }
+  Matrix<Scalar> delta_weight() const { return adapter_->delta_weight(); }
   void merge_into(MatrixRef<Scalar> W) const { adapter_->merge_into(W); }
   void unmerge_from(MatrixRef<Scalar> W) const { adapter_->unmerge_from(W); }
   Index num_parameters() const { return adapter_->num_parameters(); }

@@ -11,6 +11,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace lorakit {
@@ -38,6 +39,13 @@ inline double lora_scaling(double alpha, Index rank, bool use_rslora) {
   return use_rslora ? alpha / std::sqrt(r) : alpha / r;
 }
 
+/// The alpha that gives scaling s at rank r: \f$\alpha = s\,r\f$, or \f$s\sqrt r\f$ with rsLoRA (the inverse of
+/// `lora_scaling`; what a rank change uses to keep a layer's scaling).
+inline double alpha_for_scaling(double scaling, Index rank, bool use_rslora) {
+  const double r = static_cast<double>(rank);
+  return use_rslora ? scaling * std::sqrt(r) : scaling * r;
+}
+
 /// LoRA adapter of a weight W [out x in]:
 /// \f[ \Delta W = s\,B A,\qquad y \mathrel{+}= s\,(x A^\top) B^\top,\qquad A \in \mathbb{R}^{r\times in},\ B \in \mathbb{R}^{out\times r}. \f]
 /// With dropout p in training mode, the branch reads \f$\tilde x = x \odot M\f$ with an inverted-dropout mask M
@@ -47,20 +55,24 @@ inline double lora_scaling(double alpha, Index rank, bool use_rslora) {
 /// \f[ \partial L/\partial B = s\,G^\top U,\qquad \partial L/\partial A = s\,(G B)^\top \tilde x,\qquad
 ///     \partial L/\partial x \mathrel{+}= (s\,G B A) \odot M. \f]
 /// Gradients accumulate until `zero_grad()`. Workspaces are sized on the first step and reused, so a
-/// steady-state step allocates nothing.
+/// steady-state step allocates nothing. What every adapter shares (checks, dropout, the forward/backward
+/// bookkeeping, merge and unmerge) is `detail::AdapterBranch`; a refused call changes nothing.
 template <class T>
-class Lora {
+class Lora : public detail::AdapterBranch<Lora<T>, T> {
   LORAKIT_STATIC_ASSERT_SCALAR(T);
+  using Branch = detail::AdapterBranch<Lora<T>, T>;
+  friend Branch;
 
  public:
   using Scalar = T;
 
-  /// A fresh adapter initialized as `config.init` says. Errors: in or out < 1, rank outside [1, min(in, out)],
-  /// alpha not finite, dropout outside [0, 1).
+  /// A fresh adapter initialized as `config.init` says. Errors (ValueError): in or out < 1, rank < 1, alpha not
+  /// finite or a scaling that overflows T, dropout outside [0, 1). A rank above min(in, out) is accepted, as PEFT
+  /// accepts it (the update's rank is still at most min(in, out)).
   Lora(Index in_features, Index out_features, const LoraConfig& config)
-      : in_(in_features), out_(out_features), config_(config), dropout_(config.seed, config.dropout) {
-    validate("Lora::Lora", in_features, out_features, config);
-    scaling_ = static_cast<T>(lora_scaling(config.alpha, config.rank, config.use_rslora));
+      : Branch("Lora::Lora", in_features, out_features, config.seed, config.dropout),
+        config_(config),
+        scaling_(checked_scaling("Lora::Lora", config)) {
     A_.setZero(config.rank, in_features);
     B_.setZero(out_features, config.rank);
     grad_A_.setZero(config.rank, in_features);
@@ -81,6 +93,7 @@ class Lora {
   }
 
   /// An adapter with given factors A [r x in] and B [out x r]; `config.rank` must equal r (its `init` is ignored).
+  /// Errors: factors of other shapes (ShapeError), NaN or Inf in them (ValueError), and the constructor's.
   static Lora from_factors(Matrix<T> A, Matrix<T> B, const LoraConfig& config) {
     constexpr const char* where = "Lora::from_factors";
     detail::check_rows(where, "A", A.rows(), config.rank, "config.rank");
@@ -96,8 +109,6 @@ class Lora {
     return lora;
   }
 
-  Index in_features() const { return in_; }
-  Index out_features() const { return out_; }
   Index rank() const { return config_.rank; }
   /// s = alpha / r (alpha / sqrt(r) with rsLoRA).
   T scaling() const { return scaling_; }
@@ -110,57 +121,10 @@ class Lora {
   const Matrix<T>& grad_A() const { return grad_A_; }
   const Matrix<T>& grad_B() const { return grad_B_; }
 
-  /// Training mode draws a fresh dropout mask on every forward; evaluation mode uses none.
-  void set_training(bool training) { training_ = training; }
-  bool training() const { return training_; }
-  /// The mask of the last training forward with dropout ([n x in], entries 0 or 1/(1-p)).
-  const Matrix<T>& dropout_mask() const { return dropout_.mask(); }
-
-  /// y += s (x~ A^T) B^T for x [n x in], y [n x out]. Keeps x~ A^T for the backward.
-  void forward(const ConstMatrixRef<T>& x, MatrixRef<T> y) {
-    constexpr const char* where = "Lora::forward";
-    detail::check_batch<T>(where, x, in_);
-    detail::check_shape(where, "y", y.rows(), y.cols(), x.rows(), out_);
-    if (uses_dropout()) {
-      kernel::project<T>(dropout_.apply(x), A_, xa_);
-    } else {
-      kernel::project<T>(x, A_, xa_);
-    }
-    // A non-finite entry of x always makes its row of x A^T non-finite, so checking the small [n x r]
-    // product finds bad input at O(n r) cost, before y is touched.
-    if (!detail::all_finite(xa_)) report_non_finite(where, "x", x);
-    kernel::expand_add<T>(xa_, B_, scaling_, y);
-    forward_rows_ = x.rows();
-    forward_used_dropout_ = uses_dropout();
-  }
-
-  /// Accumulates grad_A, grad_B and dx += s (dy B A) ⊙ M. Needs the forward of the same x just before.
-  void backward(const ConstMatrixRef<T>& x, const ConstMatrixRef<T>& dy, MatrixRef<T> dx) {
-    constexpr const char* where = "Lora::backward";
-    detail::check_shape(where, "dx", dx.rows(), dx.cols(), x.rows(), in_);
-    backward_impl(where, x, dy);
-    if (forward_used_dropout_) {
-      dropout_.add_masked(t_ * A_, dx);  // the dropped input is no longer needed: its storage is reused
-    } else {
-      dx.noalias() += t_ * A_;
-    }
-  }
-
-  /// Accumulates grad_A and grad_B only (no gradient for x is wanted).
-  void backward(const ConstMatrixRef<T>& x, const ConstMatrixRef<T>& dy) { backward_impl("Lora::backward", x, dy); }
-
   void zero_grad() {
     grad_A_.setZero();
     grad_B_.setZero();
   }
-
-  /// s B A [out x in].
-  Matrix<T> delta_weight() const { return (scaling_ * B_) * A_; }
-
-  /// W += s B A. Errors: W not [out x in]; a non-finite result (W is then left unchanged).
-  void merge_into(MatrixRef<T> W) const { apply_delta("Lora::merge_into", W, T(1)); }
-  /// W -= s B A, with the same checks as merge_into.
-  void unmerge_from(MatrixRef<T> W) const { apply_delta("Lora::unmerge_from", W, T(-1)); }
 
   /// Trainable scalars: r (in + out).
   Index num_parameters() const { return A_.size() + B_.size(); }
@@ -171,54 +135,59 @@ class Lora {
   }
 
  private:
-  static void validate(const char* where, Index in, Index out, const LoraConfig& config) {
-    detail::check_features(where, in, out);
-    if (config.rank < 1 || config.rank > std::min(in, out)) {
-      detail::fail<ValueError>(where, "rank is ", config.rank, ", expected 1 <= rank <= min(in_features, out_features) = ",
-                               std::min(in, out));
-    }
+  static constexpr const char* forward_name = "Lora::forward";
+  static constexpr const char* backward_name = "Lora::backward";
+  static constexpr const char* merge_name = "Lora::merge_into";
+  static constexpr const char* unmerge_name = "Lora::unmerge_from";
+  static constexpr const char* delta_name = "s B A";
+
+  /// The scaling in T, after the config's own checks: rank >= 1, alpha finite, s finite in T.
+  static T checked_scaling(const char* where, const LoraConfig& config) {
+    if (config.rank < 1) detail::fail<ValueError>(where, "rank is ", config.rank, ", expected >= 1");
     detail::check_finite_scalar(where, "alpha", config.alpha);
-    detail::check_dropout(where, config.dropout);
-  }
-
-  bool uses_dropout() const { return training_ && config_.dropout > 0; }
-
-  void backward_impl(const char* where, const ConstMatrixRef<T>& x, const ConstMatrixRef<T>& dy) {
-    detail::check_backward_batch<T>(where, x, dy, in_, out_, forward_rows_);
-    kernel::project_back<T>(dy, B_, scaling_, t_);
-    if (!detail::all_finite(t_)) report_non_finite(where, "dy", dy);  // as in forward: bad dy shows in dy B
-    kernel::accumulate_outer<T>(dy, xa_, scaling_, grad_B_);
-    if (forward_used_dropout_) {
-      kernel::accumulate_outer<T>(t_, dropout_.dropped(), T(1), grad_A_);
-    } else {
-      kernel::accumulate_outer<T>(t_, x, T(1), grad_A_);
+    const T s = static_cast<T>(lora_scaling(config.alpha, config.rank, config.use_rslora));
+    if (!std::isfinite(s)) {
+      detail::fail<ValueError>(where, "alpha is ", config.alpha, ": the scaling alpha / ",
+                               config.use_rslora ? "sqrt(r)" : "r", " overflows the scalar type");
     }
+    return s;
   }
 
-  [[noreturn]] void report_non_finite(const char* where, const char* name, const ConstMatrixRef<T>& m) const {
-    detail::check_finite(where, name, m);
+  // The branch's math (detail::AdapterBranch calls these after its checks).
+  bool stage_forward(const ConstMatrixRef<T>& input) {
+    kernel::project<T>(input, A_, staged_);
+    // A non-finite entry of the input always makes its row of x A^T non-finite, so the small [n x r] product
+    // also finds an overflow at O(n r) cost.
+    return detail::all_finite(staged_);
+  }
+  void commit_forward() { detail::swap_in(xa_, staged_); }
+  void add_forward(MatrixRef<T> y) const { kernel::expand_add<T>(xa_, B_, scaling_, y); }
+
+  bool stage_backward(const ConstMatrixRef<T>& dy) {
+    kernel::project_back<T>(dy, B_, scaling_, staged_);
+    return detail::all_finite(staged_);
+  }
+  void commit_backward(const ConstMatrixRef<T>& dy, const ConstMatrixRef<T>& input) {
+    detail::swap_in(t_, staged_);
+    kernel::accumulate_outer<T>(dy, xa_, scaling_, grad_B_);
+    kernel::accumulate_outer<T>(t_, input, T(1), grad_A_);
+  }
+  auto input_gradient() const { return t_ * A_; }
+
+  auto delta() const { return (scaling_ * B_) * A_; }
+
+  void check_parameters_finite(const char* where) const {
     detail::check_finite(where, "A", A_);
     detail::check_finite(where, "B", B_);
-    detail::fail<ValueError>(where, "the adapter branch overflowed for finite ", name,
-                             " (its entries are too large for the scalar type)");
   }
 
-  void apply_delta(const char* where, MatrixRef<T> W, T sign) const {
-    detail::add_dense_update<T>(where, W, out_, in_, sign, (scaling_ * B_) * A_, "s B A");
-  }
-
-  Index in_;
-  Index out_;
   LoraConfig config_;
-  T scaling_ = T(0);
+  T scaling_;
   Matrix<T> A_, B_, grad_A_, grad_B_;
-  bool training_ = true;
-  detail::InputDropout<T> dropout_;  // mask and dropped input [n x in] (the latter reused for s dy B A in backward)
   // Workspaces of the last step, sized on first use.
-  Matrix<T> xa_;       // [n x r] x~ A^T
-  Matrix<T> t_;        // [n x r] s dy B
-  Index forward_rows_ = -1;
-  bool forward_used_dropout_ = false;
+  Matrix<T> xa_;      // [n x r] x~ A^T
+  Matrix<T> t_;       // [n x r] s dy B
+  Matrix<T> staged_;  // [n x r] the next x~ A^T or s dy B, until its checks pass
 };
 
 }  // namespace lorakit

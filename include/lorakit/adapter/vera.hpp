@@ -25,7 +25,9 @@ struct VeraConfig {
   Index rank = 256;                   ///< r, the shared projections' rank (must equal theirs)
   double d_initial = 0.1;             ///< every entry of lambda_d starts here (lambda_b starts at 0)
   double dropout = 0;                 ///< vera_dropout: inverted dropout on the adapter branch's input
-  std::uint64_t projection_seed = 0;  ///< projection_prng_key: the seed the shared projections are drawn from
+  /// projection_prng_key: the seed the shared projections were drawn from. The projections are the truth: a `Vera`
+  /// sets its config's copy to `projections->seed()`, so a saved adapter always names the seed it used.
+  std::uint64_t projection_seed = 0;
   std::uint64_t seed = 0;             ///< seeds this layer's dropout masks (stream 1), as LoraConfig::seed
 };
 
@@ -140,8 +142,10 @@ class VeraProjections {
 /// diagonal matrices. Gradients accumulate until `zero_grad()`. The projections are shared (never copied per
 /// layer or per copy of the adapter) and read-only.
 template <class T>
-class Vera {
+class Vera : public detail::AdapterBranch<Vera<T>, T> {
   LORAKIT_STATIC_ASSERT_SCALAR(T);
+  using Branch = detail::AdapterBranch<Vera<T>, T>;
+  friend Branch;
 
  public:
   using Scalar = T;
@@ -151,20 +155,17 @@ class Vera {
   /// in or out larger than the projections, config.rank not the projections' rank, d_initial not finite,
   /// dropout outside [0, 1).
   Vera(std::shared_ptr<const Projections> projections, Index in_features, Index out_features, const VeraConfig& config)
-      : projections_(std::move(projections)),
-        in_(in_features),
-        out_(out_features),
-        config_(config),
-        dropout_(config.seed, config.dropout) {
+      : Branch("Vera::Vera", in_features, out_features, config.seed, config.dropout),
+        projections_(std::move(projections)),
+        config_(config) {
     validate("Vera::Vera", projections_.get(), in_features, out_features, config);
+    config_.projection_seed = projections_->seed();
     lambda_b_.setZero(out_features);
     lambda_d_.setConstant(config.rank, static_cast<T>(config.d_initial));
     grad_b_.setZero(out_features);
     grad_d_.setZero(config.rank);
   }
 
-  Index in_features() const { return in_; }
-  Index out_features() const { return out_; }
   Index rank() const { return config_.rank; }
   const VeraConfig& config() const { return config_; }
   /// The shared projections (the same object for every layer built on them).
@@ -178,67 +179,13 @@ class Vera {
   const Vector<T>& grad_lambda_d() const { return grad_d_; }
 
   /// A_l = A[:, :in] [r x in] and B_l = B[:out, :] [out x r]: this layer's views of the projections.
-  auto A() const { return projections_->A().leftCols(in_); }
-  auto B() const { return projections_->B().topRows(out_); }
-
-  /// Training mode draws a fresh dropout mask on every forward; evaluation mode uses none.
-  void set_training(bool training) { training_ = training; }
-  bool training() const { return training_; }
-  /// The mask of the last training forward with dropout ([n x in], entries 0 or 1/(1-p)).
-  const Matrix<T>& dropout_mask() const { return dropout_.mask(); }
-
-  /// y += ((x~ A_l^T) Λ_d B_l^T) Λ_b for x [n x in], y [n x out]. Keeps U and Z for the backward.
-  void forward(const ConstMatrixRef<T>& x, MatrixRef<T> y) {
-    constexpr const char* where = "Vera::forward";
-    detail::check_batch<T>(where, x, in_);
-    detail::check_shape(where, "y", y.rows(), y.cols(), x.rows(), out_);
-    const bool dropping = dropout_.active(training_);
-    u_.resize(x.rows(), rank());
-    if (dropping) {
-      u_.noalias() = dropout_.apply(x) * A().transpose();
-    } else {
-      u_.noalias() = x * A().transpose();
-    }
-    // A non-finite entry of x makes its row of U non-finite (NaN or Inf times any finite projection entry, zero
-    // included, is not finite), so checking the small [n x r] product finds bad input before y is touched.
-    if (!detail::all_finite(u_)) report_non_finite(where, "x", x);
-    ud_.resize(x.rows(), rank());
-    ud_.array() = u_.array().rowwise() * lambda_d_.transpose().array();
-    z_.resize(x.rows(), out_);
-    z_.noalias() = ud_ * B().transpose();
-    y.noalias() += z_ * lambda_b_.asDiagonal();
-    forward_rows_ = x.rows();
-    forward_used_dropout_ = dropping;
-  }
-
-  /// Accumulates grad_lambda_b, grad_lambda_d and dx += (H Λ_d A_l) ⊙ M. Needs the forward of the same x just before.
-  void backward(const ConstMatrixRef<T>& x, const ConstMatrixRef<T>& dy, MatrixRef<T> dx) {
-    constexpr const char* where = "Vera::backward";
-    detail::check_shape(where, "dx", dx.rows(), dx.cols(), x.rows(), in_);
-    backward_impl(where, x, dy);
-    h_.array().rowwise() *= lambda_d_.transpose().array();  // H Λ_d, in place
-    if (forward_used_dropout_) {
-      dropout_.add_masked(h_ * A(), dx);  // the dropped input is not needed by the backward: its storage is reused
-    } else {
-      dx.noalias() += h_ * A();
-    }
-  }
-
-  /// Accumulates grad_lambda_b and grad_lambda_d only (no gradient for x is wanted).
-  void backward(const ConstMatrixRef<T>& x, const ConstMatrixRef<T>& dy) { backward_impl("Vera::backward", x, dy); }
+  auto A() const { return projections_->A().leftCols(this->in_features()); }
+  auto B() const { return projections_->B().topRows(this->out_features()); }
 
   void zero_grad() {
     grad_b_.setZero();
     grad_d_.setZero();
   }
-
-  /// Λ_b B_l Λ_d A_l [out x in].
-  Matrix<T> delta_weight() const { return scaled_B() * A(); }
-
-  /// W += Λ_b B_l Λ_d A_l. Errors: W not [out x in]; a non-finite result (W is then left unchanged).
-  void merge_into(MatrixRef<T> W) const { apply_delta("Vera::merge_into", W, T(1)); }
-  /// W -= Λ_b B_l Λ_d A_l, with the same checks as merge_into.
-  void unmerge_from(MatrixRef<T> W) const { apply_delta("Vera::unmerge_from", W, T(-1)); }
 
   /// Trainable scalars: out + r (the projections are frozen and shared).
   Index num_parameters() const { return lambda_b_.size() + lambda_d_.size(); }
@@ -249,9 +196,14 @@ class Vera {
   }
 
  private:
+  static constexpr const char* forward_name = "Vera::forward";
+  static constexpr const char* backward_name = "Vera::backward";
+  static constexpr const char* merge_name = "Vera::merge_into";
+  static constexpr const char* unmerge_name = "Vera::unmerge_from";
+  static constexpr const char* delta_name = "diag(lambda_b) B diag(lambda_d) A";
+
   static void validate(const char* where, const Projections* projections, Index in, Index out, const VeraConfig& config) {
     if (projections == nullptr) detail::fail<ValueError>(where, "projections is null, expected shared VeraProjections");
-    detail::check_features(where, in, out);
     if (in > projections->max_in_features()) {
       detail::fail<ShapeError>(where, "in_features is ", in, ", larger than the projections' max_in_features = ",
                                projections->max_in_features());
@@ -265,51 +217,65 @@ class Vera {
                                projections->rank());
     }
     detail::check_finite_scalar(where, "d_initial", config.d_initial);
-    detail::check_dropout(where, config.dropout);
+    if (!std::isfinite(static_cast<T>(config.d_initial))) {
+      detail::fail<ValueError>(where, "d_initial is ", config.d_initial, ", which overflows the scalar type");
+    }
   }
 
-  void backward_impl(const char* where, const ConstMatrixRef<T>& x, const ConstMatrixRef<T>& dy) {
-    detail::check_backward_batch<T>(where, x, dy, in_, out_, forward_rows_);
-    dyb_.resize(dy.rows(), out_);
+  // The branch's math (detail::AdapterBranch calls these after its checks):
+  // U = x~ A_l^T (staged), then W_d = U Λ_d, Z = W_d B_l^T, y += Z Λ_b.
+  bool stage_forward(const ConstMatrixRef<T>& input) {
+    staged_.resize(input.rows(), rank());
+    staged_.noalias() = input * A().transpose();
+    // A non-finite entry of the input makes its row of U non-finite (NaN or Inf times any finite projection entry,
+    // zero included, is not finite), so the small [n x r] product also finds an overflow.
+    return detail::all_finite(staged_);
+  }
+  void commit_forward() { detail::swap_in(u_, staged_); }
+  void add_forward(MatrixRef<T> y) {
+    ud_.resize(u_.rows(), rank());
+    ud_.array() = u_.array().rowwise() * lambda_d_.transpose().array();
+    z_.resize(u_.rows(), this->out_features());
+    z_.noalias() = ud_ * B().transpose();
+    y.noalias() += z_ * lambda_b_.asDiagonal();
+  }
+
+  // H = (G Λ_b) B_l (staged); the gradients are column sums of G ⊙ Z and H ⊙ U; dx gets (H Λ_d) A_l.
+  bool stage_backward(const ConstMatrixRef<T>& dy) {
+    dyb_.resize(dy.rows(), this->out_features());
     dyb_.array() = dy.array().rowwise() * lambda_b_.transpose().array();
-    h_.resize(dy.rows(), rank());
-    h_.noalias() = dyb_ * B();
-    // A NaN or Inf in dy shows in G Λ_b (even where lambda_b is 0) and so in H: checked before any gradient moves.
-    if (!detail::all_finite(h_)) report_non_finite(where, "dy", dy);
+    staged_.resize(dy.rows(), rank());
+    staged_.noalias() = dyb_ * B();
+    return detail::all_finite(staged_);
+  }
+  void commit_backward(const ConstMatrixRef<T>& dy, const ConstMatrixRef<T>& /*input*/) {
+    detail::swap_in(h_, staged_);
     kernel::add_column_sums_of_product<T>(dy, z_, grad_b_);
     kernel::add_column_sums_of_product<T>(h_, u_, grad_d_);
   }
-
-  /// Λ_b B_l Λ_d [out x r].
-  Matrix<T> scaled_B() const { return lambda_b_.asDiagonal() * B() * lambda_d_.asDiagonal(); }
-
-  [[noreturn]] void report_non_finite(const char* where, const char* name, const ConstMatrixRef<T>& m) const {
-    detail::check_finite(where, name, m);
-    detail::check_finite(where, "lambda_b", lambda_b_);
-    detail::check_finite(where, "lambda_d", lambda_d_);
-    detail::fail<ValueError>(where, "the adapter branch overflowed for finite ", name,
-                             " (its entries are too large for the scalar type)");
+  auto input_gradient() {
+    h_.array().rowwise() *= lambda_d_.transpose().array();  // H Λ_d, in place: H is not needed after this
+    return h_ * A();
   }
 
-  void apply_delta(const char* where, MatrixRef<T> W, T sign) const {
-    detail::add_dense_update<T>(where, W, out_, in_, sign, scaled_B() * A(), "diag(lambda_b) B diag(lambda_d) A");
+  /// Λ_b B_l Λ_d A_l [out x in].
+  auto delta() const { return (lambda_b_.asDiagonal() * B() * lambda_d_.asDiagonal()) * A(); }
+
+  void check_parameters_finite(const char* where) const {
+    detail::check_finite(where, "lambda_b", lambda_b_);
+    detail::check_finite(where, "lambda_d", lambda_d_);
   }
 
   std::shared_ptr<const Projections> projections_;
-  Index in_;
-  Index out_;
   VeraConfig config_;
   Vector<T> lambda_b_, lambda_d_, grad_b_, grad_d_;
-  bool training_ = true;
-  detail::InputDropout<T> dropout_;  // mask and dropped input [n x in] (the latter reused for H Λ_d A_l in backward)
   // Workspaces of the last step, sized on first use.
-  Matrix<T> u_;    // [n x r]   U = x~ A_l^T
-  Matrix<T> ud_;   // [n x r]   U Λ_d
-  Matrix<T> z_;    // [n x out] Z = U Λ_d B_l^T
-  Matrix<T> dyb_;  // [n x out] G Λ_b
-  Matrix<T> h_;    // [n x r]   H = G Λ_b B_l, then H Λ_d
-  Index forward_rows_ = -1;
-  bool forward_used_dropout_ = false;
+  Matrix<T> u_;       // [n x r]   U = x~ A_l^T
+  Matrix<T> ud_;      // [n x r]   U Λ_d
+  Matrix<T> z_;       // [n x out] Z = U Λ_d B_l^T
+  Matrix<T> dyb_;     // [n x out] G Λ_b
+  Matrix<T> h_;       // [n x r]   H = G Λ_b B_l, then H Λ_d
+  Matrix<T> staged_;  // [n x r]   the next U or H, until its checks pass
 };
 
 }  // namespace lorakit
