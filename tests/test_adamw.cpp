@@ -8,6 +8,7 @@
 #include <lorakit/optim/adamw.hpp>
 
 #include <cmath>
+#include <limits>
 
 using namespace lorakit;
 using lorakit::testing::random_matrix;
@@ -132,4 +133,31 @@ TEMPLATE_TEST_CASE("LoRA with AdamW learns a planted rank-r update (teacher-stud
     adamw.step();
   }
   CHECK(relative_error(layer.adapter().delta_weight(), planted) < 1e-3);
+}
+
+TEST_CASE("AdamW skips a step with a non-finite gradient without touching anything, and counts it", "[adamw]") {
+  Vector<double> a = Vector<double>::Constant(5, 1.0), ga = Vector<double>::Constant(5, 0.5);
+  Vector<double> b = Vector<double>::Constant(3, -2.0), gb = Vector<double>::Constant(3, 0.25);
+  std::vector<Parameter<double>> params = {{"a", flat_view(a), flat_view(ga)}, {"b", flat_view(b), flat_view(gb)}};
+  AdamW<double> optimizer(params, {0.1});
+  REQUIRE(optimizer.step());
+  const Vector<double> a1 = a, b1 = b;
+  const Vector<double> m_a = optimizer.first_moment("a"), v_b = optimizer.second_moment("b");
+
+  for (double bad : {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity()}) {
+    gb(2) = bad;  // only b's gradient is bad: a must not move either
+    CHECK_FALSE(optimizer.step());
+    CHECK(a == a1);
+    CHECK(b == b1);
+    CHECK(optimizer.first_moment("a") == m_a);
+    CHECK(optimizer.second_moment("b") == v_b);
+    CHECK(optimizer.steps("a") == 1);
+    CHECK(optimizer.last_non_finite() == "b");
+  }
+  CHECK(optimizer.skipped_steps() == 2);
+  gb(2) = 0.25;
+  CHECK(optimizer.step());
+  CHECK(optimizer.steps("b") == 2);
+  CHECK(a != a1);
+  CHECK(optimizer.skipped_steps() == 2);
 }

@@ -30,4 +30,22 @@ Eigen::Map<Vector<T>> flat_view(Vector<T>& v) {
   return Eigen::Map<Vector<T>>(v.data(), v.size());
 }
 
+/// The narrow view of an optimizer that a rank change needs (rank/squeeze.hpp), so that rank/ depends on no
+/// concrete optimizer: whether it tracks a parameter, and rebinding a parameter to a new tensor with fresh state.
+/// `AdamW` implements it; so can a user's own optimizer.
+template <class T>
+class ParameterTracker {
+ public:
+  virtual ~ParameterTracker() = default;
+  /// Whether the optimizer holds a parameter named `name`.
+  virtual bool tracks(const std::string& name) const = 0;
+  /// Rebinds `name` to `parameter`'s views (a reallocated tensor, possibly of another size) and forgets its state.
+  virtual void restart(const std::string& name, Parameter<T> parameter) = 0;
+
+ protected:
+  ParameterTracker() = default;
+  ParameterTracker(const ParameterTracker&) = default;
+  ParameterTracker& operator=(const ParameterTracker&) = default;
+};
+
 }  // namespace lorakit

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace lorakit {
@@ -29,7 +30,7 @@ struct AdamWConfig {
 /// The moments are kept per parameter name, so the state of one parameter can be reset when its shape changes
 /// (a rank change) while the others keep theirs.
 template <class T>
-class AdamW {
+class AdamW : public ParameterTracker<T> {
   LORAKIT_STATIC_ASSERT_SCALAR(T);
 
  public:
@@ -45,10 +46,26 @@ class AdamW {
     config_.lr = lr;
   }
 
-  /// One update of every parameter from its current gradient.
-  void step() {
+  /// One update of every parameter from its current gradient, or none at all: a step whose gradients hold a NaN
+  /// or an Inf anywhere is skipped (no parameter, moment or step count changes), as mixed-precision trainers skip
+  /// the steps whose scaled gradients overflowed (PyTorch's GradScaler). Returns whether the step was taken;
+  /// `skipped_steps()` counts the skips, `last_non_finite()` names the first offending parameter.
+  bool step() {
+    for (const auto& slot : slots_) {
+      if (!detail::all_finite(Eigen::Map<const Vector<T>>(slot.grad_data, slot.size))) {
+        ++skipped_steps_;
+        last_non_finite_ = slot.name;
+        return false;
+      }
+    }
     for (auto& slot : slots_) update(slot);
+    return true;
   }
+
+  /// Steps skipped because a gradient was not finite (see `step`).
+  long long skipped_steps() const { return skipped_steps_; }
+  /// The parameter whose gradient made the last skipped step skip ("" if none was skipped).
+  const std::string& last_non_finite() const { return last_non_finite_; }
 
   /// Sets every gradient to zero.
   void zero_grad() {
@@ -71,6 +88,11 @@ class AdamW {
     slot.bind(parameter);
     clear(slot);
   }
+
+  /// Whether `name` is one of the optimizer's parameters (ParameterTracker).
+  bool tracks(const std::string& name) const override { return index_.count(name) != 0; }
+  /// reset_state(name, parameter) (ParameterTracker: what a rank change calls).
+  void restart(const std::string& name, Parameter<T> parameter) override { reset_state(name, std::move(parameter)); }
 
   /// Rebinds to a new list of views: a name seen before whose size is unchanged keeps its state, every other
   /// name starts fresh, names no longer present are dropped.
@@ -176,6 +198,8 @@ class AdamW {
   AdamWConfig config_;
   std::vector<Slot> slots_;
   std::map<std::string, std::size_t> index_;
+  long long skipped_steps_ = 0;
+  std::string last_non_finite_;
 };
 
 }  // namespace lorakit

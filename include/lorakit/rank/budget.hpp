@@ -58,7 +58,36 @@ class RankBudget {
   double total_;
 };
 
+/// Scores for `allocate_ranks` from values that descend in exact arithmetic but may wobble by an ulp after rounding
+/// (explained-variance ratios, energy fractions): each is clamped to the one before it, so they descend.
+template <class Values>
+std::vector<double> descending_scores(const Values& values) {
+  std::vector<double> scores(static_cast<std::size_t>(values.size()));
+  for (std::size_t j = 0; j < scores.size(); ++j) {
+    const double value = static_cast<double>(values[static_cast<Index>(j)]);
+    scores[j] = j == 0 ? value : std::min(value, scores[j - 1]);
+  }
+  return scores;
+}
+
 namespace detail {
+
+/// The budget left after every layer's min_rank, in the budget's unit. Errors (ValueError, naming `where`): a
+/// budget below what the minimum ranks cost.
+inline double budget_after_minimum(const char* where, const std::vector<LayerScores>& layers, const RankBudget& budget) {
+  const bool by_parameters = budget.kind() == RankBudget::Kind::parameters;
+  double reserved = 0;
+  for (const auto& layer : layers) {
+    const double unit = by_parameters ? static_cast<double>(layer.cost_per_rank) : 1.0;
+    reserved += unit * static_cast<double>(layer.min_rank);
+  }
+  const double total = by_parameters ? budget.total() : std::floor(budget.total());
+  if (reserved > total) {
+    fail<ValueError>(where, "the budget of ", total, by_parameters ? " parameters" : " ranks", " is below the ",
+                     reserved, " that the layers' min_rank require");
+  }
+  return total - reserved;
+}
 
 /// One rank a layer could receive beyond its minimum.
 struct RankCandidate {
@@ -127,21 +156,14 @@ inline std::map<std::string, Index> allocate_ranks(const std::vector<LayerScores
 
   std::set<std::string> seen;
   std::vector<Index> max_ranks(layers.size());
-  double reserved = 0;  // what the minimum ranks cost, in the budget's unit
   for (std::size_t i = 0; i < layers.size(); ++i) {
     if (!seen.insert(layers[i].name).second) {
       detail::fail<ValueError>(where, "layers[", i, "] has the name '", layers[i].name,
                                "' of an earlier layer, expected distinct names");
     }
     max_ranks[i] = detail::checked_max_rank(where, i, layers[i]);
-    const double unit = by_parameters ? static_cast<double>(layers[i].cost_per_rank) : 1.0;
-    reserved += unit * static_cast<double>(layers[i].min_rank);
   }
-  const double total = by_parameters ? budget.total() : std::floor(budget.total());
-  if (reserved > total) {
-    detail::fail<ValueError>(where, "the budget of ", total, by_parameters ? " parameters" : " ranks",
-                             " is below the ", reserved, " that the layers' min_rank require");
-  }
+  double left = detail::budget_after_minimum(where, layers, budget);
 
   std::vector<detail::RankCandidate> candidates;
   for (std::size_t i = 0; i < layers.size(); ++i) {
@@ -160,7 +182,6 @@ inline std::map<std::string, Index> allocate_ranks(const std::vector<LayerScores
 
   std::vector<Index> rank(layers.size());
   for (std::size_t i = 0; i < layers.size(); ++i) rank[i] = layers[i].min_rank;
-  double left = total - reserved;
   for (const auto& c : candidates) {
     if (c.cost > left) {
       if (!by_parameters) break;  // unit costs: nothing later fits either

@@ -9,10 +9,10 @@
 #include "lorakit/adapter/adapter_set.hpp"
 #include "lorakit/adapter/lora.hpp"
 #include "lorakit/core/error.hpp"
+#include "lorakit/core/parameter.hpp"
 #include "lorakit/core/types.hpp"
 #include "lorakit/kernel/product_svd.hpp"
 #include "lorakit/kernel/randomized_svd.hpp"
-#include "lorakit/optim/adamw.hpp"
 #include "lorakit/rank/budget.hpp"
 #include "lorakit/rank/rank_schedule.hpp"
 
@@ -41,10 +41,7 @@ namespace detail {
 inline LoraConfig squeezed_config(const LoraConfig& source, double scaling, Index k, const SqueezeOptions& options) {
   LoraConfig config = source;
   config.rank = k;
-  if (options.keep_scaling) {
-    const double kd = static_cast<double>(k);
-    config.alpha = source.use_rslora ? scaling * std::sqrt(kd) : scaling * kd;
-  }
+  if (options.keep_scaling) config.alpha = alpha_for_scaling(scaling, k, source.use_rslora);
   return config;
 }
 
@@ -95,12 +92,11 @@ Lora<T> squeezed_from_svd(const char* where, const Lora<T>& source, const Svd<T>
 /// Throws ValueError unless `optimizer` holds every parameter of the adapter `module` (checked before anything
 /// is changed, so a failing call leaves both the set and the optimizer as they were).
 template <class T>
-void check_optimizer_holds(const char* where, AdamW<T>& optimizer, const std::string& module, Lora<T>& adapter) {
+void check_optimizer_holds(const char* where, const ParameterTracker<T>& optimizer, const std::string& module,
+                           Lora<T>& adapter) {
   for (const auto& parameter : adapter.parameters()) {
     const std::string name = module + "." + parameter.name;
-    try {
-      (void)optimizer.steps(name);
-    } catch (const ValueError&) {
+    if (!optimizer.tracks(name)) {
       fail<ValueError>(where, "the optimizer has no parameter named '", name,
                        "', expected it to be built over the set's parameters()");
     }
@@ -108,16 +104,17 @@ void check_optimizer_holds(const char* where, AdamW<T>& optimizer, const std::st
 }
 
 /// Replaces the adapters of `set` named in `fresh` and, when `optimizer` is given, rebinds their parameters in it
-/// with fresh moments (`AdamW::reset_state`). Assumes check_optimizer_holds passed for each of them.
+/// with fresh state (`ParameterTracker::restart`). Assumes check_optimizer_holds passed for each of them.
 template <class T>
-void install(AdapterSet<Lora<T>>& set, std::vector<std::pair<std::string, Lora<T>>>& fresh, AdamW<T>* optimizer) {
+void install(AdapterSet<Lora<T>>& set, std::vector<std::pair<std::string, Lora<T>>>& fresh,
+             ParameterTracker<T>* optimizer) {
   for (auto& [module, adapter] : fresh) {
     Lora<T>& slot = set.at(module);
     slot = std::move(adapter);
     if (optimizer == nullptr) continue;
     for (auto& parameter : slot.parameters()) {
       const std::string name = module + "." + parameter.name;
-      optimizer->reset_state(name, Parameter<T>{name, parameter.value, parameter.grad});
+      optimizer->restart(name, Parameter<T>{name, parameter.value, parameter.grad});
     }
   }
 }
@@ -194,34 +191,24 @@ Lora<T> squeeze_dense(const ConstMatrixRef<T>& dW, Index k, const LoraConfig& co
 namespace detail {
 
 template <class T>
-std::map<std::string, Index> squeeze_set(AdapterSet<Lora<T>>& set, const RankBudget& budget, AdamW<T>* optimizer,
+std::map<std::string, Index> squeeze_set(AdapterSet<Lora<T>>& set, const RankBudget& budget, ParameterTracker<T>* optimizer,
                                          const SqueezeOptions& options) {
   constexpr const char* where = "squeeze(AdapterSet)";
-  const bool by_parameters = budget.kind() == RankBudget::Kind::parameters;
   std::vector<LayerScores> layers;
   std::vector<Svd<T>> svds;
-  double minimum = 0;  // one rank per layer, in the budget's unit
   for (auto& [module, adapter] : set) {
     svds.push_back(update_svd(adapter, adapter.rank()));
-    const Vector<double> squares = svds.back().S.template cast<double>().array().square();
-    const double total = squares.sum();
+    Vector<double> fractions = svds.back().S.template cast<double>().array().square();
+    const double total = fractions.sum();
+    if (total > 0) fractions /= total;  // each rank's share of the update's energy (all 0 for a zero update)
     LayerScores layer;
     layer.name = module;
-    for (Index j = 0; j < squares.size(); ++j) layer.scores.push_back(total > 0 ? squares(j) / total : 0.0);
+    layer.scores = descending_scores(fractions);
     layer.min_rank = 1;
     layer.cost_per_rank = adapter.in_features() + adapter.out_features();
-    minimum += by_parameters ? static_cast<double>(layer.cost_per_rank) : 1.0;
     layers.push_back(std::move(layer));
   }
-  const double total = by_parameters ? budget.total() : std::floor(budget.total());
-  if (total < minimum) {
-    fail<ValueError>(where, "the budget of ", total, by_parameters ? " parameters" : " ranks", " is below the ",
-                     minimum, " that one rank per layer costs (", set.size(), " layers)");
-  }
-  // Scores are energy fractions, non-increasing by construction; rounding can break ties the wrong way by an ulp.
-  for (auto& layer : layers) {
-    for (std::size_t j = 1; j < layer.scores.size(); ++j) layer.scores[j] = std::min(layer.scores[j], layer.scores[j - 1]);
-  }
+  (void)budget_after_minimum(where, layers, budget);  // one rank per layer must fit
   std::map<std::string, Index> ranks = allocate_ranks(layers, budget);
 
   std::vector<std::pair<std::string, Lora<T>>> fresh;
@@ -262,7 +249,7 @@ std::map<std::string, Index> squeeze(AdapterSet<Lora<T>>& set, const RankBudget&
 /// `set.parameters()`) with fresh moments. Errors: also a squeezed parameter the optimizer does not hold
 /// (checked first; nothing changes then).
 template <class T>
-std::map<std::string, Index> squeeze(AdapterSet<Lora<T>>& set, const RankBudget& budget, AdamW<T>& optimizer,
+std::map<std::string, Index> squeeze(AdapterSet<Lora<T>>& set, const RankBudget& budget, ParameterTracker<T>& optimizer,
                                      const SqueezeOptions& options = {}) {
   return detail::squeeze_set<T>(set, budget, &optimizer, options);
 }
@@ -278,8 +265,8 @@ struct RankChange {
 /// optimizer)` once per step, before the step's forward pass; whenever an adapter's rank is above the schedule's
 /// rank for that step (at a stage boundary, or on the first call when the adapters start above the source rank),
 /// every such adapter is squeezed to the schedule's rank and its parameters are rebound in the optimizer with
-/// fresh AdamW moments (`AdamW::reset_state(name, parameter)`), so the optimizer never holds a view of a freed
-/// tensor. Other adapters, and their optimizer state, are untouched.
+/// fresh state (`ParameterTracker::restart`, AdamW's `reset_state(name, parameter)`), so the optimizer never
+/// holds a view of a freed tensor. Other adapters, and their optimizer state, are untouched.
 ///
 /// The decision depends only on the step and the adapters' current ranks, so a loop that skips steps or resumes
 /// from a checkpoint lands on the right rank. Cont-Squeeze (squeeze once, then train at the target) is the
@@ -305,7 +292,7 @@ class RankAnnealer {
   /// state. Returns what changed, or nothing. Errors (ValueError; the set and the optimizer unchanged): the
   /// optimizer lacks a parameter of an adapter to squeeze; those of `squeeze`.
   template <class T>
-  std::optional<RankChange> on_step(long long step, AdapterSet<Lora<T>>& set, AdamW<T>& optimizer) const {
+  std::optional<RankChange> on_step(long long step, AdapterSet<Lora<T>>& set, ParameterTracker<T>& optimizer) const {
     return apply<T>(step, set, &optimizer);
   }
 
@@ -317,7 +304,7 @@ class RankAnnealer {
 
  private:
   template <class T>
-  std::optional<RankChange> apply(long long step, AdapterSet<Lora<T>>& set, AdamW<T>* optimizer) const {
+  std::optional<RankChange> apply(long long step, AdapterSet<Lora<T>>& set, ParameterTracker<T>* optimizer) const {
     constexpr const char* where = "RankAnnealer::on_step";
     const Index rank = schedule_.rank_at(step);
     std::vector<std::pair<std::string, Lora<T>>> fresh;
