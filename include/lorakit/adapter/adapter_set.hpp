@@ -79,10 +79,6 @@ class AdapterSet {
     for (auto& entry : entries_) entry.second.zero_grad();
   }
 
-  /// Free-form lines that builders of the set leave for the user (e.g. layers an initializer left out).
-  std::vector<std::string>& log() { return log_; }
-  const std::vector<std::string>& log() const { return log_; }
-
  private:
   std::size_t position(const char* where, const std::string& name) const {
     const auto it = index_.find(name);
@@ -92,7 +88,6 @@ class AdapterSet {
 
   std::deque<Entry> entries_;
   std::map<std::string, std::size_t> index_;
-  std::vector<std::string> log_;
 };
 
 }  // namespace lorakit

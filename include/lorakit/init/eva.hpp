@@ -26,10 +26,10 @@ struct EvaConfig {
   double rho = 2.0;    ///< each layer may receive up to round(r rho) ranks (rho >= 1)
   double tau = 0.99;   ///< convergence threshold on |cos| between successive components (> 1: never converges)
   bool whiten = false; ///< divide row i of A by sqrt(singular value i)
-  bool adjust_scaling_factors = true;  ///< rescale alpha so each layer keeps the base scaling
-  /// Kept for parity with PEFT's config (it seeds PEFT's randomized SVD). lorakit's streaming SVD is
-  /// deterministic, so nothing here draws from it.
-  std::uint64_t seed = 42;
+  bool adjust_scaling_factors = true;  ///< alpha of a layer with rank r_l becomes alpha r_l / r (PEFT's rule)
+  /// With rsLoRA, PEFT's rule above changes a layer's scaling by sqrt(r_l / r); true instead keeps the base
+  /// scaling exactly (alpha sqrt(r_l / r)). Off by default, as in PEFT.
+  bool keep_rslora_scaling = false;
 };
 
 /// The rows of x whose `keep` entry is true, in order: how a caller keeps padding and ignored-label tokens
@@ -89,6 +89,7 @@ class Eva {
     if (!std::isfinite(config.rho) || config.rho < 1) {
       detail::fail<ValueError>(where, "config.rho is ", config.rho, ", expected a finite value >= 1");
     }
+
     detail::check_finite_scalar(where, "config.tau", config.tau);
   }
 
@@ -149,24 +150,15 @@ class Eva {
     Group& group = groups_[group_of(where, layer_or_group)];
     detail::check_cols(where, "inputs", inputs.cols(), group.svd.features(), "in_features");
     detail::check_finite(where, "inputs", inputs);
+    if (inputs.rows() == 0) return;  // an empty batch changes nothing
     observed_ = true;
-    if (inputs.rows() == 0 || group.converged) return;
+    if (group.converged) return;
 
     StreamingSvd<T> next = group.svd;
     next.update(inputs);
-    const Matrix<T>& before = group.svd.components();
-    const Matrix<T>& after = next.components();
-    Vector<double> similarity(after.rows());
-    for (Index j = 0; j < after.rows(); ++j) {
-      const double dot = after.row(j).template cast<double>().dot(before.row(j).template cast<double>());
-      const double norms = after.row(j).template cast<double>().norm() * before.row(j).template cast<double>().norm();
-      similarity(j) = norms > 0 ? std::abs(dot) / norms : 0.0;
-    }
+    Vector<double> similarity = component_similarity(next.components(), group.svd.components());
     const auto index = static_cast<std::size_t>(&group - groups_.data());
-    const std::map<std::string, Index> redistributed = distribute(index, &next);
-    Index checked = 0;
-    for (std::size_t l : group.layers) checked = std::max(checked, redistributed.at(layers_[l].name));
-    const bool converged = group.updates + 1 >= 2 && (similarity.head(checked).array() >= config_.tau).all();
+    const bool converged = has_converged(group, group.updates + 1, similarity, distribute(index, &next));
 
     group.svd = std::move(next);
     group.similarity = std::move(similarity);
@@ -196,7 +188,7 @@ class Eva {
   std::map<std::string, Index> ranks() const { return distribute(groups_.size(), nullptr); }
 
   /// One Lora per layer with rank > 0, in the order the layers were added (A = top components, B = 0); layers
-  /// with rank 0 are left out and listed in the set's log. Errors: a layer whose group has seen no inputs
+  /// with rank 0 are left out (`ranks()` names them). Errors: a layer whose group has seen no inputs
   /// (StateError); base.rank < 1 (ValueError); with `whiten`, a selected component with a zero singular value
   /// (ValueError); and what `Lora` rejects in `base` (alpha, dropout).
   AdapterSet<Lora<T>> make_adapters(const LoraConfig& base) const {
@@ -212,11 +204,7 @@ class Eva {
     AdapterSet<Lora<T>> set;
     for (const auto& layer : layers_) {
       const Index r = rank.at(layer.name);
-      if (r == 0) {
-        set.log().push_back(detail::concat("eva: layer '", layer.name,
-                                           "' left out: the rank redistribution gave it rank 0"));
-        continue;
-      }
+      if (r == 0) continue;  // left out: ranks() names it with rank 0
       const StreamingSvd<T>& svd = groups_[layer.group].svd;
       Matrix<T> A = svd.components().topRows(r);
       if (config_.whiten) {
@@ -231,10 +219,7 @@ class Eva {
       }
       LoraConfig config = base;
       config.rank = r;
-      if (config_.adjust_scaling_factors) {
-        const double ratio = static_cast<double>(r) / static_cast<double>(base.rank);
-        config.alpha = base.alpha * (base.use_rslora ? std::sqrt(ratio) : ratio);
-      }
+      if (config_.adjust_scaling_factors) config.alpha = adjusted_alpha(base, r);
       set.add(layer.name, Lora<T>::from_factors(std::move(A), Matrix<T>::Zero(layer.out_features, r), config));
     }
     return set;
@@ -275,10 +260,7 @@ class Eva {
       const Matrix<T> before = mine.svd.components();
       mine.svd.merge(theirs.svd);
       mine.updates += theirs.updates;
-      for (Index j = 0; j < before.rows(); ++j) {
-        const double dot = mine.svd.components().row(j).template cast<double>().dot(before.row(j).template cast<double>());
-        mine.similarity(j) = std::abs(dot);  // both rows are unit vectors
-      }
+      mine.similarity = component_similarity(mine.svd.components(), before);
     }
     // Convergence with the ranks of the merged statistics.
     std::vector<Group> saved = std::move(groups_);
@@ -293,10 +275,8 @@ class Eva {
     for (std::size_t g = 0; g < groups_.size(); ++g) {
       Group& group = groups_[g];
       if (saved[g].svd.samples_seen() == 0 || other.groups_[g].svd.samples_seen() == 0) continue;
-      Index checked = 0;
-      for (std::size_t l : group.layers) checked = std::max(checked, rank.at(layers_[l].name));
       const bool both = saved[g].converged && other.groups_[g].converged;
-      group.converged = both || (group.updates >= 2 && (group.similarity.head(checked).array() >= config_.tau).all());
+      group.converged = both || has_converged(group, group.updates, group.similarity, rank);
     }
     observed_ = observed_ || other.observed_;
   }
@@ -357,8 +337,41 @@ class Eva {
     bool converged;
   };
 
+  /// |cos| between each component and its value before an update (0 for a zero row).
+  static Vector<double> component_similarity(const Matrix<T>& after, const Matrix<T>& before) {
+    Vector<double> similarity(after.rows());
+    for (Index j = 0; j < after.rows(); ++j) {
+      const auto a = after.row(j).template cast<double>();
+      const auto b = before.row(j).template cast<double>();
+      const double norms = a.norm() * b.norm();
+      similarity(j) = norms > 0 ? std::abs(a.dot(b)) / norms : 0.0;
+    }
+    return similarity;
+  }
+
+  /// PEFT's convergence test: at least two updates, and every component a layer of the group uses (the largest
+  /// rank among its layers, under `ranks`) has similarity >= tau.
+  bool has_converged(const Group& group, Index updates, const Vector<double>& similarity,
+                     const std::map<std::string, Index>& ranks) const {
+    Index checked = 0;
+    for (std::size_t l : group.layers) checked = std::max(checked, ranks.at(layers_[l].name));
+    return updates >= 2 && (similarity.head(checked).array() >= config_.tau).all();
+  }
+
+  /// Alpha of a layer that receives rank r instead of base.rank: PEFT's alpha r / base.rank, or, with
+  /// `keep_rslora_scaling` under rsLoRA, the alpha that keeps the base scaling (alpha sqrt(r / base.rank)).
+  double adjusted_alpha(const LoraConfig& base, Index r) const {
+    if (base.use_rslora && config_.keep_rslora_scaling) {
+      return alpha_for_scaling(lora_scaling(base.alpha, base.rank, true), r, true);
+    }
+    return base.alpha * static_cast<double>(r) / static_cast<double>(base.rank);
+  }
+
+  /// round(rank rho), at least 1; a huge rank or rho (which PEFT caps at the largest weight dimension) is
+  /// clamped before rounding, and a group then keeps min(this, in_features) components.
   Index max_components() const {
-    return std::max<Index>(1, static_cast<Index>(std::llround(static_cast<double>(config_.rank) * config_.rho)));
+    const double wanted = std::min(static_cast<double>(config_.rank) * config_.rho, 1e15);
+    return std::max<Index>(1, static_cast<Index>(std::llround(wanted)));
   }
 
   std::size_t group_of(const char* where, const std::string& key) const {
@@ -379,14 +392,8 @@ class Eva {
     scores.reserve(layers_.size());
     for (const auto& layer : layers_) {
       const Vector<T>& r = ratios[layer.group];
-      LayerScores s{layer.name, std::vector<double>(static_cast<std::size_t>(r.size())), 0, 0,
+      LayerScores s{layer.name, descending_scores(r), std::min<Index>(r.size(), layer.out_features), 0,
                     layer.in_features + layer.out_features};
-      for (Index j = 0; j < r.size(); ++j) {
-        // Clamp rounding wobbles so the scores descend as allocate_ranks requires.
-        const double value = static_cast<double>(r(j));
-        s.scores[static_cast<std::size_t>(j)] = j == 0 ? value : std::min(value, s.scores[static_cast<std::size_t>(j - 1)]);
-      }
-      s.max_rank = std::min<Index>(r.size(), layer.out_features);
       scores.push_back(std::move(s));
     }
     const double budget = static_cast<double>(config_.rank) * static_cast<double>(layers_.size());
