@@ -213,7 +213,10 @@ TEMPLATE_TEST_CASE("lora_da_initialize matches a direct dense implementation", "
     config.variance_weight = c.variance_weight;
     config.use_natural_gradient = c.natural;
     lorakit::Lora<T> lora(c.in, c.out, rank_config(c.r));
+    const auto views = lora.parameters();  // what an optimizer built before the initialization holds
     const auto report = lorakit::lora_da_initialize(lora, stats, config);
+    CHECK(views[0].value.data() == lora.A().data());  // written in place: the views still see A and B
+    CHECK(views[1].value.data() == lora.B().data());
     CHECK(report.iterative == (c.solver == lorakit::LoraDaSolver::iterative));
     CHECK_FALSE(report.fell_back_to_dense);
     const Eigen::MatrixXd expected =

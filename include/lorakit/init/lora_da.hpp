@@ -264,7 +264,8 @@ inline void validate_lora_da_config(const char* where, const LoraDaConfig& c) {
 /// Lanczos product is then one GEMM, where a matrix-free operator (triangular solves for \f$Z^{-1} X\f$, products
 /// with G and G^T) would cost three per block and, over the hundreds of vectors Lanczos applies, more than forming.
 /// Errors: the adapter's shape differs from the statistics', no tokens seen, a bad config value, Z not
-/// positive definite, a zero G. The adapter is written only after everything succeeded.
+/// positive definite, a zero G. The adapter is written only after everything succeeded, in place (its A and B keep
+/// their storage, so `parameters()` views and an optimizer built on them stay valid).
 template <class T>
 LoraDaReport lora_da_initialize(Lora<T>& adapter, const FisherStatistics<T>& stats, const LoraDaConfig& config = {}) {
   constexpr const char* where = "lora_da_initialize";
@@ -323,8 +324,8 @@ LoraDaReport lora_da_initialize(Lora<T>& adapter, const FisherStatistics<T>& sta
   Matrix<T> B = (problem.D() * A0 * (scale / report.sigma)).template cast<T>();
   detail::check_finite(where, "A", A);
   detail::check_finite(where, "B", B);
-  adapter.A() = std::move(A);
-  adapter.B() = std::move(B);
+  adapter.A() = A;  // copied into the adapter's own storage (same shapes): Parameter views stay valid
+  adapter.B() = B;
   return report;
 }
 
