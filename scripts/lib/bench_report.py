@@ -66,9 +66,20 @@ def fmt(ms):
     return f"{ms:.3f}" if ms < 10 else f"{ms:.1f}"
 
 
+def read_line(results_dir, name, default):
+    """The first line of RESULTS_DIR/name (written by scripts/bench), or `default`."""
+    path = os.path.join(results_dir, name)
+    if not os.path.exists(path):
+        return default
+    with open(path) as f:
+        return (f.readline().strip() or default).removeprefix("peer OpenBLAS kernel: ")
+
+
 def main():
     results_dir, output = sys.argv[1], sys.argv[2]
     mine, theirs = ours(results_dir), peers(results_dir)
+    cpu = read_line(results_dir, "cpu.txt", platform.processor() or "unknown CPU")
+    kernel = read_line(results_dir, "peer-kernel.txt", "not recorded")
     used = set()
     lines = [
         BEGIN,
@@ -78,8 +89,9 @@ def main():
         "5 repetitions) and the PyTorch peer scripts (median of their repetitions) run one after the other on the same",
         f"machine, 2 threads each. Times in milliseconds; ratio = peer / lorakit (above 1: lorakit is faster).",
         "",
-        f"Run: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
-        f"{os.cpu_count()} CPUs; peer figures: {'yes' if theirs else 'none (PyTorch not installed)'}.",
+        f"Run: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {cpu} ({platform.machine()}, "
+        f"{os.cpu_count()} CPUs); peer figures: {'yes' if theirs else 'none (PyTorch not installed)'}; "
+        f"the peer's OpenBLAS kernel: {kernel}.",
     ]
     for exe, cases in mine.items():
         families = {}
