@@ -4,8 +4,10 @@
 #include "test_support.hpp"
 
 #include <lorakit/adapter/adapted_linear.hpp>
+#include <lorakit/adapter/adapter_set.hpp>
 #include <lorakit/adapter/lora.hpp>
 #include <lorakit/optim/adamw.hpp>
+#include <lorakit/optim/loraplus.hpp>
 
 #include <cmath>
 #include <limits>
@@ -160,4 +162,48 @@ TEST_CASE("AdamW skips a step with a non-finite gradient without touching anythi
   CHECK(optimizer.steps("b") == 2);
   CHECK(a != a1);
   CHECK(optimizer.skipped_steps() == 2);
+}
+
+TEMPLATE_TEST_CASE("LoRA+ equals two plain AdamW runs: A at lr, B at lr x ratio", "[adamw][loraplus]", float, double) {
+  using T = TestType;
+  AdapterSet<Lora<T>> set, reference;
+  LoraConfig c;
+  c.rank = 3;
+  c.alpha = 6;
+  for (const char* name : {"q_proj", "v_proj"}) {
+    set.add(name, Lora<T>(10, 7, c));
+    reference.add(name, Lora<T>(10, 7, c));
+  }
+  AdamWConfig config;
+  config.lr = 2e-3;
+  config.weight_decay = 0.05;
+  AdamW<T> plus(set.parameters(), config);
+  apply_loraplus(plus, {16});
+  CHECK(plus.lr_multiplier("q_proj.A") == 1.0);
+  CHECK(plus.lr_multiplier("v_proj.B") == 16.0);
+
+  // The reference: one AdamW over every A at lr, another over every B at 16 lr.
+  std::vector<Parameter<T>> As, Bs;
+  for (auto& p : reference.parameters()) (p.name.back() == 'A' ? As : Bs).push_back(p);
+  AdamWConfig fast = config;
+  fast.lr = 16 * config.lr;
+  AdamW<T> slow_A(As, config), fast_B(Bs, fast);
+
+  for (int step = 0; step < 6; ++step) {
+    auto mine = set.parameters(), theirs = reference.parameters();
+    for (std::size_t i = 0; i < mine.size(); ++i) {
+      mine[i].grad = random_matrix<T>(mine[i].grad.size(), 1, 100 + static_cast<std::uint64_t>(10 * step + i));
+      theirs[i].grad = mine[i].grad;
+    }
+    plus.step();
+    slow_A.step();
+    fast_B.step();
+  }
+  auto mine = set.parameters(), theirs = reference.parameters();
+  for (std::size_t i = 0; i < mine.size(); ++i) {
+    INFO(mine[i].name);
+    CHECK(mine[i].value == theirs[i].value);  // bit for bit: the same update in the same order
+  }
+  CHECK_THROWS_WITH(apply_loraplus(plus, {0.0}), "apply_loraplus: lr_ratio is 0, expected a finite value > 0");
+  CHECK_THROWS_AS(plus.set_group("nope", 2.0), ValueError);
 }

@@ -21,6 +21,7 @@
 #include "lorakit/init/lora_da.hpp"
 
 #include "lorakit/optim/adamw.hpp"
+#include "lorakit/optim/loraplus.hpp"
 
 #include "lorakit/rank/budget.hpp"
 #include "lorakit/rank/rank_schedule.hpp"

@@ -116,11 +116,44 @@ class AdamW : public ParameterTracker<T> {
       } else {
         clear(slot);
       }
+      if (old != index_.end()) {
+        slot.lr_multiplier = slots_[old->second].lr_multiplier;
+        slot.weight_decay = slots_[old->second].weight_decay;
+      }
       index.emplace(slot.name, slots.size());
       slots.push_back(std::move(slot));
     }
     slots_ = std::move(slots);
     index_ = std::move(index);
+  }
+
+  /// Parameter groups, as PyTorch's: `name` steps with lr x `lr_multiplier` (its weight decay then also uses that
+  /// lr, as a group's lr does in torch.optim.AdamW) and with `weight_decay` instead of the config's when given
+  /// (>= 0). Settings survive reset_state and rebind. Errors (ValueError): no such name, a multiplier that is
+  /// negative or not finite, a negative or non-finite weight decay.
+  void set_group(const std::string& name, double lr_multiplier, double weight_decay = -1) {
+    constexpr const char* where = "AdamW::set_group";
+    Slot& slot = slots_[position(where, name)];
+    if (!(lr_multiplier >= 0) || !std::isfinite(lr_multiplier)) {
+      detail::fail<ValueError>(where, "lr_multiplier of '", name, "' is ", lr_multiplier, ", expected a finite value >= 0");
+    }
+    if (!std::isfinite(weight_decay) || (weight_decay < 0 && weight_decay != -1)) {
+      detail::fail<ValueError>(where, "weight_decay of '", name, "' is ", weight_decay,
+                               ", expected a finite value >= 0 (or -1: the config's)");
+    }
+    slot.lr_multiplier = lr_multiplier;
+    slot.weight_decay = weight_decay;
+  }
+  double lr_multiplier(const std::string& name) const {
+    return slots_[position("AdamW::lr_multiplier", name)].lr_multiplier;
+  }
+
+  /// The parameters' names, in the order they were given.
+  std::vector<std::string> names() const {
+    std::vector<std::string> out;
+    out.reserve(slots_.size());
+    for (const auto& slot : slots_) out.push_back(slot.name);
+    return out;
   }
 
   /// Steps taken by `name` since its state was last reset.
@@ -140,6 +173,8 @@ class AdamW : public ParameterTracker<T> {
     Index size = 0;
     Vector<T> m, v;
     long long steps = 0;
+    double lr_multiplier = 1;  // parameter group: lr x this
+    double weight_decay = -1;  // parameter group: this instead of the config's when >= 0
 
     void bind(Parameter<T>& p) {
       name = p.name;
@@ -186,11 +221,11 @@ class AdamW : public ParameterTracker<T> {
   void update(Slot& slot) {
     ++slot.steps;
     kernel::AdamWStep step;
-    step.lr = config_.lr;
+    step.lr = config_.lr * slot.lr_multiplier;
     step.beta1 = config_.beta1;
     step.beta2 = config_.beta2;
     step.eps = config_.eps;
-    step.weight_decay = config_.weight_decay;
+    step.weight_decay = slot.weight_decay >= 0 ? slot.weight_decay : config_.weight_decay;
     step.step = slot.steps;
     kernel::adamw_update(slot.value_data, slot.m.data(), slot.v.data(), slot.grad_data, slot.size, step);
   }
