@@ -216,9 +216,10 @@ TEMPLATE_TEST_CASE("AdapterBank serves a VeRA adapter as Vera::forward does", "[
 TEMPLATE_TEST_CASE("The gathered kernels equal scalar loops, with strides and remainders", "[serve][kernel]", float,
                    double) {
   using T = TestType;
-  for (Index out : {Index(1), Index(7), Index(33), Index(70)}) {
+  // out = 1100 with r = 40: B^T is cut into several column blocks (kernel::gathered_detail::kCacheEntries).
+  for (Index out : {Index(1), Index(7), Index(33), Index(70), Index(1100)}) {
     for (Index count : {Index(1), Index(3), Index(5), Index(9)}) {
-      const Index in = out + 3, r = 5, ldx = in + 2, ldt = r + 1, ldb = out + 4, ldy = out + 5, rows_total = 12;
+      const Index in = out + 3, r = out > 100 ? 40 : 5, ldx = in + 2, ldt = r + 1, ldb = out + 4, ldy = out + 5, rows_total = 12;
       INFO("out " << out << " count " << count);
       const Matrix<T> x = random_matrix<T>(rows_total, ldx, 1);
       const Matrix<T> a = random_matrix<T>(r, in + 1, 2);

@@ -9,6 +9,7 @@
 #include "lorakit/core/types.hpp"
 #include "lorakit/kernel/simd.hpp"
 
+#include <algorithm>
 #include <type_traits>
 
 namespace lorakit::kernel {
@@ -23,6 +24,13 @@ void gathered_project(const T* x, Index ldx, const Index* rows, Index count, con
 }
 
 namespace gathered_detail {
+
+/// Rows of y updated together (each row of B^T is loaded once for all of them) and vectors per row in registers:
+/// 4 x 2 accumulators plus two rows of B^T and a broadcast fit the 16 vector registers of SSE2 and AVX2.
+inline constexpr Index kRowBlock = 4;
+inline constexpr Index kColumnVectors = 2;
+/// Entries of B^T kept hot in cache while every listed row passes over them (128 KiB in float).
+inline constexpr Index kCacheEntries = 32768;
 
 /// y_{rows[i]}[c, c + NC*width) += sum_p t_i[p] bt[p, c, ...) for MR listed rows: the MR x NC accumulators stay in
 /// registers while the r rows of bt stream past once for all MR rows.
@@ -59,37 +67,45 @@ void expand_scalar(const T* t, Index ldt, const Index* rows, Index mr, const T* 
   }
 }
 
-/// All out columns of MR listed rows: blocks of NC vectors, then single vectors, then the scalar tail.
+/// Columns [begin, end) of MR listed rows: blocks of NC vectors, then single vectors, then the scalar tail.
 template <Index MR, class Arch, class T>
-void expand_rows(const T* t, Index ldt, const Index* rows, const T* bt, Index ldb, Index r, Index out, T* y, Index ldy) {
+void expand_rows(const T* t, Index ldt, const Index* rows, const T* bt, Index ldb, Index r, Index begin, Index end, T* y,
+                 Index ldy) {
   constexpr Index width = static_cast<Index>(xsimd::batch<T, Arch>::size);
-  constexpr Index NC = 2;
-  Index c = 0;
-  for (; c + NC * width <= out; c += NC * width) expand_block<MR, NC, Arch>(t, ldt, rows, bt, ldb, r, c, y, ldy);
-  for (; c + width <= out; c += width) expand_block<MR, 1, Arch>(t, ldt, rows, bt, ldb, r, c, y, ldy);
-  expand_scalar(t, ldt, rows, MR, bt, ldb, r, c, out, y, ldy);
+  Index c = begin;
+  for (; c + kColumnVectors * width <= end; c += kColumnVectors * width)
+    expand_block<MR, kColumnVectors, Arch>(t, ldt, rows, bt, ldb, r, c, y, ldy);
+  for (; c + width <= end; c += width) expand_block<MR, 1, Arch>(t, ldt, rows, bt, ldb, r, c, y, ldy);
+  expand_scalar(t, ldt, rows, MR, bt, ldb, r, c, end, y, ldy);
 }
 
 }  // namespace gathered_detail
 
 /// Expand of listed rows: \f$y_{\mathrm{rows}[j]} \mathrel{+}= t_j\,B^\top = \sum_p t_{jp}\,(B^\top)_{p,:}\f$ for
 /// j < count, with t [count x r] (ldt), bt = B^T [r x out] row-major (ldb), y row-major (ldy). The scaling of the
-/// branch is folded into t by the caller. Rows are taken four at a time (two with 256-bit or narrower vectors) so
-/// each row of B^T is loaded once per block. The listed rows must be distinct. No checks (hot loop).
+/// branch is folded into t by the caller. Blocked like a GEMM micro-kernel without packing: out is cut into column
+/// blocks whose slice of B^T stays in cache (about kCacheEntries entries) while every listed row passes over it,
+/// four rows at a time, so each loaded vector of B^T serves four rows and y is read and written once. The listed
+/// rows must be distinct. No checks (hot loop).
 template <class T>
 void gathered_expand_add(const T* t, Index ldt, const Index* rows, Index count, const T* bt, Index ldb, Index r,
                          Index out, T* y, Index ldy) {
   LORAKIT_STATIC_ASSERT_SCALAR(T);
+  using namespace gathered_detail;
   simd_detail::dispatch([&](auto arch) {
     using Arch = decltype(arch);
     if constexpr (std::is_same_v<Arch, xsimd::unavailable>) {
-      gathered_detail::expand_scalar(t, ldt, rows, count, bt, ldb, r, Index(0), out, y, ldy);
+      expand_scalar(t, ldt, rows, count, bt, ldb, r, Index(0), out, y, ldy);
     } else {
-      constexpr Index MR = sizeof(xsimd::batch<T, Arch>) >= 64 ? 4 : 2;
-      Index j = 0;
-      for (; j + MR <= count; j += MR)
-        gathered_detail::expand_rows<MR, Arch>(t + j * ldt, ldt, rows + j, bt, ldb, r, out, y, ldy);
-      for (; j < count; ++j) gathered_detail::expand_rows<1, Arch>(t + j * ldt, ldt, rows + j, bt, ldb, r, out, y, ldy);
+      constexpr Index step = kColumnVectors * static_cast<Index>(xsimd::batch<T, Arch>::size);
+      const Index block = std::max(step, kCacheEntries / std::max(r, Index(1)) / step * step);
+      for (Index begin = 0; begin < out; begin += block) {
+        const Index end = std::min(out, begin + block);
+        Index j = 0;
+        for (; j + kRowBlock <= count; j += kRowBlock)
+          expand_rows<kRowBlock, Arch>(t + j * ldt, ldt, rows + j, bt, ldb, r, begin, end, y, ldy);
+        for (; j < count; ++j) expand_rows<1, Arch>(t + j * ldt, ldt, rows + j, bt, ldb, r, begin, end, y, ldy);
+      }
     }
   });
 }

@@ -28,8 +28,9 @@ struct BankSegment {
 
 /// How `AdapterBank::forward` computes the products of each adapter's rows.
 enum class BankProducts {
-  automatic,  ///< gathered below `gathered_max_rows()` rows per adapter, grouped GEMM from there (measured crossover)
-  grouped,    ///< Eigen's GEMM on each adapter's rows (a block of x when they are contiguous, else gathered copies)
+  automatic,  ///< per adapter and product, from the measured crossover (see AdapterBank)
+  grouped,    ///< Eigen's GEMM on each adapter's rows (a block of x when they are contiguous, else gathered copies
+              ///< and a scatter-add of the result): PEFT's grouping, kept as the reference and for benchmarks
   gathered,   ///< the gathered SIMD kernels on each listed row in place (kernel/gathered_products.hpp)
 };
 
@@ -44,10 +45,11 @@ enum class BankProducts {
 /// \f$\Delta W = \Lambda_b B \Lambda_d A\f$ is the LoRA pair \f$(\Lambda_d A_l, \Lambda_b B_l)\f$ with s = 1.
 ///
 /// Products (`BankProducts`): the rows are grouped by slot (a counting sort); each group's shrink
-/// \f$T = X_k A_k^\top\f$ is computed for every group first and checked finite, so that bad input throws before y
-/// is touched; then each group's expand adds \f$s_k T B_k^\top\f$ into its rows. Large groups use Eigen's GEMM (on
-/// x's own rows when contiguous, else on copies of them, in blocks of `kGatherBlock` rows); small groups the
-/// gathered SIMD kernels. Workspaces are sized on first use and reused: a steady-state `forward` allocates nothing
+/// \f$T = s_k X_k A_k^\top\f$ is computed for every group first and checked finite, so that bad input throws before
+/// y is touched; then each group's expand adds \f$T B_k^\top\f$ into its rows. Automatic: a group of at least
+/// `gathered_max_rows()` rows shrinks by Eigen's GEMM (on x's own rows when contiguous, else on copies of them, in
+/// blocks of `kGatherBlock` rows), a smaller one by per-row dot products; the expand is Eigen's GEMM on a large
+/// contiguous group and the gathered SIMD kernel (in place, cache-blocked) on every other. Workspaces are sized on first use and reused: a steady-state `forward` allocates nothing
 /// (beyond Eigen's own GEMM packing buffers, which it takes from the heap for products too large for its stack
 /// buffer). `forward` is `const` but uses those workspaces: one bank must not run two `forward` calls at once.
 template <class T>
@@ -59,7 +61,7 @@ class AdapterBank {
   /// Rows gathered (copied) at a time for a grouped GEMM over non-contiguous rows.
   static constexpr Index kGatherBlock = 128;
   /// The default gathered/grouped crossover in rows per adapter (docs/kernel.md).
-  static constexpr Index kDefaultGatheredMaxRows = 4;
+  static constexpr Index kDefaultGatheredMaxRows = 16;
 
   /// An empty bank for W [out x in]. Errors (ValueError): in or out < 1, slots < 1, max_rank outside [1, min(in, out)].
   AdapterBank(Index in_features, Index out_features, Index slots, Index max_rank)
@@ -254,13 +256,25 @@ class AdapterBank {
     }
   }
 
-  bool use_gathered(const Group& g) const {
+  /// Whether the shrink of g takes the per-row dot products (else Eigen's GEMM).
+  bool gathered_shrink(const Group& g) const {
     switch (products_) {
       case BankProducts::gathered: return true;
       case BankProducts::grouped: return false;
       case BankProducts::automatic: break;
     }
     return g.count < gathered_max_rows_;
+  }
+
+  /// Whether the expand of g takes the gathered kernel (else Eigen's GEMM). Automatic: Eigen only on a contiguous
+  /// block of x's rows that is large enough; scattered rows would need a GEMM into a copy and a scatter-add after.
+  bool gathered_expand(const Group& g) const {
+    switch (products_) {
+      case BankProducts::gathered: return true;
+      case BankProducts::grouped: return false;
+      case BankProducts::automatic: break;
+    }
+    return !g.contiguous || g.count < gathered_max_rows_;
   }
 
   /// Shrink of every group into t_ (checked finite), then the expand of every group into y.
@@ -284,7 +298,7 @@ class AdapterBank {
     const Index r = ranks_[static_cast<std::size_t>(g.slot)];
     const auto A = A_.middleRows(g.slot * max_rank_, r);
     auto t = t_block(g);
-    if (use_gathered(g)) {
+    if (gathered_shrink(g)) {
       kernel::gathered_project(x.data(), x.outerStride(), rows_of(g), g.count, A.data(), A_.outerStride(), r, in_,
                                t.data(), t_.outerStride());
     } else if (g.contiguous) {
@@ -305,7 +319,7 @@ class AdapterBank {
     const Index r = ranks_[static_cast<std::size_t>(g.slot)];
     const auto Bt = Bt_.middleRows(g.slot * max_rank_, r);
     const auto t = t_block(g);
-    if (use_gathered(g)) {
+    if (gathered_expand(g)) {
       kernel::gathered_expand_add(t.data(), t_.outerStride(), rows_of(g), g.count, Bt.data(), Bt_.outerStride(), r,
                                   out_, y.data(), y.outerStride());
     } else if (g.contiguous) {
