@@ -4,6 +4,7 @@
 // <shape>/bank_mixed          rows on random adapters (one slot per row), AdapterBank::forward (automatic products)
 // <shape>/bank_mixed_grouped  the same with BankProducts::grouped (gathered copies, GEMMs, scatter-add)
 // <shape>/bank_segments       the same rows sorted into one segment per adapter (forward over segments)
+// <shape>/bank_segments_gathered  the same with BankProducts::gathered (the SIMD kernels on contiguous rows too)
 // <shape>/bank_one_adapter    every row on one adapter of rank 32 (the mean rank is 34): the mixed batch's goal is
 //                             at most 1.3x this
 // <shape>/peft_loop           PEFT's mixed batches: for each adapter, copy its rows out, Lora::forward on them,
@@ -101,8 +102,9 @@ void bank_mixed_grouped(benchmark::State& state, Shape s) {
   set_rows_per_second(state, s.rows);
 }
 
-void bank_segments(benchmark::State& state, Shape s) {
+void bank_segments_with(benchmark::State& state, Shape s, BankProducts products) {
   Problem p(s.rows, s.features);
+  p.bank.set_products(products);
   std::vector<BankSegment> segments;
   for (Index k = 0; k < kAdapters; ++k) segments.push_back({s.rows / kAdapters, k});
   segments.back().rows += s.rows % kAdapters;
@@ -112,6 +114,9 @@ void bank_segments(benchmark::State& state, Shape s) {
   }
   set_rows_per_second(state, s.rows);
 }
+
+void bank_segments(benchmark::State& state, Shape s) { bank_segments_with(state, s, BankProducts::automatic); }
+void bank_segments_gathered(benchmark::State& state, Shape s) { bank_segments_with(state, s, BankProducts::gathered); }
 
 void bank_one_adapter(benchmark::State& state, Shape s) {
   Problem p(s.rows, s.features);
@@ -217,6 +222,7 @@ int main(int argc, char** argv) {
     add("bank_mixed", bank_mixed);
     add("bank_mixed_grouped", bank_mixed_grouped);
     add("bank_segments", bank_segments);
+    add("bank_segments_gathered", bank_segments_gathered);
     add("bank_one_adapter", bank_one_adapter);
     add("peft_loop", peft_loop);
     add("base", base);

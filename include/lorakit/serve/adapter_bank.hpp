@@ -62,6 +62,8 @@ class AdapterBank {
   static constexpr Index kGatherBlock = 128;
   /// The default gathered/grouped crossover in rows per adapter (docs/kernel.md).
   static constexpr Index kDefaultGatheredMaxRows = 16;
+  /// A^T's columns are padded to a multiple of this (the widest float vector), so the gathered shrink has no tail.
+  static constexpr Index kPad = 16;
 
   /// An empty bank for W [out x in]. Errors (ValueError): in or out < 1, slots < 1, max_rank outside [1, min(in, out)].
   AdapterBank(Index in_features, Index out_features, Index slots, Index max_rank)
@@ -74,7 +76,8 @@ class AdapterBank {
                                ", expected 1 <= max_rank <= min(in_features, out_features) = ",
                                std::min(in_features, out_features));
     }
-    A_.setZero(slots * max_rank, in_features);
+    ld_ = (max_rank + kPad - 1) / kPad * kPad;
+    At_.setZero(slots * in_features, ld_);
     Bt_.setZero(slots * max_rank, out_features);
     ranks_.assign(static_cast<std::size_t>(slots), 0);
     scalings_.assign(static_cast<std::size_t>(slots), T(0));
@@ -91,7 +94,8 @@ class AdapterBank {
   T scaling(Index slot) const { return scalings_[checked_slot("AdapterBank::scaling", slot)]; }
   bool occupied(Index slot) const { return rank(slot) > 0; }
   /// A_k [rank x in] and B_k^T [rank x out] of `slot` (empty blocks when the slot is empty).
-  auto A(Index slot) const { return A_.middleRows(slot * max_rank_, rank(slot)); }
+  auto A(Index slot) const { return A_transposed(slot).transpose(); }
+  auto A_transposed(Index slot) const { return At_.block(slot * in_, 0, in_, rank(slot)); }
   auto B_transposed(Index slot) const { return Bt_.middleRows(slot * max_rank_, rank(slot)); }
 
   /// Copies `adapter`'s A, B and scaling into `slot` (replacing what was there); no allocation.
@@ -103,7 +107,8 @@ class AdapterBank {
     detail::check_finite(where, "adapter.A()", adapter.A());
     detail::check_finite(where, "adapter.B()", adapter.B());
     const Index r = adapter.rank();
-    A_.middleRows(slot * max_rank_, r) = adapter.A();
+    At_.block(slot * in_, 0, in_, r) = adapter.A().transpose();
+    At_.block(slot * in_, r, in_, ld_ - r).setZero();
     Bt_.middleRows(slot * max_rank_, r) = adapter.B().transpose();
     set_slot(slot, r, adapter.scaling());
   }
@@ -116,7 +121,8 @@ class AdapterBank {
     detail::check_finite(where, "adapter.lambda_d()", adapter.lambda_d());
     detail::check_finite(where, "adapter.lambda_b()", adapter.lambda_b());
     const Index r = adapter.rank();
-    A_.middleRows(slot * max_rank_, r).noalias() = adapter.lambda_d().asDiagonal() * adapter.A();
+    At_.block(slot * in_, 0, in_, r).noalias() = adapter.A().transpose() * adapter.lambda_d().asDiagonal();
+    At_.block(slot * in_, r, in_, ld_ - r).setZero();
     Bt_.middleRows(slot * max_rank_, r).noalias() = adapter.B().transpose() * adapter.lambda_b().asDiagonal();
     set_slot(slot, r, T(1));
   }
@@ -256,19 +262,9 @@ class AdapterBank {
     }
   }
 
-  /// Whether the shrink of g takes the per-row dot products (else Eigen's GEMM).
-  bool gathered_shrink(const Group& g) const {
-    switch (products_) {
-      case BankProducts::gathered: return true;
-      case BankProducts::grouped: return false;
-      case BankProducts::automatic: break;
-    }
-    return g.count < gathered_max_rows_;
-  }
-
-  /// Whether the expand of g takes the gathered kernel (else Eigen's GEMM). Automatic: Eigen only on a contiguous
-  /// block of x's rows that is large enough; scattered rows would need a GEMM into a copy and a scatter-add after.
-  bool gathered_expand(const Group& g) const {
+  /// Whether the products of g take the gathered kernels (else Eigen's GEMM). Automatic: Eigen only on a
+  /// contiguous block of x's rows that is large enough; scattered rows would need copies in and out of a GEMM.
+  bool gathered(const Group& g) const {
     switch (products_) {
       case BankProducts::gathered: return true;
       case BankProducts::grouped: return false;
@@ -281,7 +277,7 @@ class AdapterBank {
   void apply(const char* where, const ConstMatrixRef<T>& x, MatrixRef<T> y) const {
     if (groups_.empty()) return;
     const Index listed = groups_.back().begin + groups_.back().count;
-    if (t_.rows() < listed) t_.resize(listed, max_rank_);
+    if (t_.rows() < listed) t_.resize(listed, ld_);
     for (const Group& g : groups_) shrink(g, x);
     for (const Group& g : groups_) {
       if (!detail::all_finite(t_block(g))) report_non_finite(where, g, x);
@@ -296,19 +292,22 @@ class AdapterBank {
   /// t = s_k x_rows A_k^T for one group.
   void shrink(const Group& g, const ConstMatrixRef<T>& x) const {
     const Index r = ranks_[static_cast<std::size_t>(g.slot)];
-    const auto A = A_.middleRows(g.slot * max_rank_, r);
+    const auto At = At_.block(g.slot * in_, 0, in_, r);
     auto t = t_block(g);
-    if (gathered_shrink(g)) {
-      kernel::gathered_project(x.data(), x.outerStride(), rows_of(g), g.count, A.data(), A_.outerStride(), r, in_,
-                               t.data(), t_.outerStride());
+    if (gathered(g)) {
+      // Over r rounded up to kPad columns: A^T's padding is zero, so no scalar tail runs and the extra columns of
+      // t come out zero (they are never read).
+      const Index columns = std::min(ld_, (r + kPad - 1) / kPad * kPad);
+      kernel::gathered_project(x.data(), x.outerStride(), rows_of(g), g.count, At.data(), ld_, in_, columns,
+                               t.data(), ld_);
     } else if (g.contiguous) {
-      t.noalias() = x.middleRows(first_row(g), g.count) * A.transpose();
+      t.noalias() = x.middleRows(first_row(g), g.count) * At;
     } else {
       ensure_gather_workspaces();
       for (Index j = 0; j < g.count; j += kGatherBlock) {
         const Index c = std::min(kGatherBlock, g.count - j);
         for (Index i = 0; i < c; ++i) x_gather_.row(i) = x.row(order_[static_cast<std::size_t>(g.begin + j + i)]);
-        t.middleRows(j, c).noalias() = x_gather_.topRows(c) * A.transpose();
+        t.middleRows(j, c).noalias() = x_gather_.topRows(c) * At;
       }
     }
     t *= scalings_[static_cast<std::size_t>(g.slot)];
@@ -319,7 +318,7 @@ class AdapterBank {
     const Index r = ranks_[static_cast<std::size_t>(g.slot)];
     const auto Bt = Bt_.middleRows(g.slot * max_rank_, r);
     const auto t = t_block(g);
-    if (gathered_expand(g)) {
+    if (gathered(g)) {
       kernel::gathered_expand_add(t.data(), t_.outerStride(), rows_of(g), g.count, Bt.data(), Bt_.outerStride(), r,
                                   out_, y.data(), y.outerStride());
     } else if (g.contiguous) {
@@ -356,7 +355,8 @@ class AdapterBank {
   }
 
   Index in_, out_, slots_, max_rank_;
-  Matrix<T> A_;   // [slots * max_rank x in]: slot k's A in rows [k max_rank, k max_rank + r_k)
+  Index ld_;      // max_rank rounded up to kPad
+  Matrix<T> At_;  // [slots * in x ld_]: slot k's A^T in rows [k in, (k + 1) in), columns [0, r_k), zeros after
   Matrix<T> Bt_;  // [slots * max_rank x out]: slot k's B^T likewise (row-major, so each row of B^T is contiguous)
   std::vector<Index> ranks_;
   std::vector<T> scalings_;
@@ -366,7 +366,7 @@ class AdapterBank {
   mutable std::vector<Index> counts_;  // [slots + 1]
   mutable std::vector<Index> order_;   // rows with an adapter, grouped by slot
   mutable std::vector<Group> groups_;
-  mutable Matrix<T> t_;                // [listed rows x max_rank]: s_k x_i A_k^T, group by group
+  mutable Matrix<T> t_;                // [listed rows x ld_]: s_k x_i A_k^T, group by group
   mutable Matrix<T> x_gather_;         // [kGatherBlock x in]
   mutable Matrix<T> y_gather_;         // [kGatherBlock x out]
 };
