@@ -40,16 +40,16 @@ enum class BankProducts {
 /// and nothing for k = -1 or an empty slot (such rows of y are not touched, bit for bit). Each row gets exactly
 /// what `Lora<T>::forward` (evaluation mode) gives it, up to the rounding of a different summation order.
 ///
-/// Memory for every slot (A_k and B_kᵀ at max_rank) is reserved by the constructor, so `load` and `clear` never
+/// Memory for every slot (A_kᵀ and B_kᵀ at max_rank) is reserved by the constructor, so `load` and `clear` never
 /// allocate and can swap adapters between two batches of a running server. A VeRA adapter fits a slot too:
 /// \f$\Delta W = \Lambda_b B \Lambda_d A\f$ is the LoRA pair \f$(\Lambda_d A_l, \Lambda_b B_l)\f$ with s = 1.
 ///
 /// Products (`BankProducts`): the rows are grouped by slot (a counting sort); each group's shrink
 /// \f$T = s_k X_k A_k^\top\f$ is computed for every group first and checked finite, so that bad input throws before
-/// y is touched; then each group's expand adds \f$T B_k^\top\f$ into its rows. Automatic: a group of at least
-/// `gathered_max_rows()` rows shrinks by Eigen's GEMM (on x's own rows when contiguous, else on copies of them, in
-/// blocks of `kGatherBlock` rows), a smaller one by per-row dot products; the expand is Eigen's GEMM on a large
-/// contiguous group and the gathered SIMD kernel (in place, cache-blocked) on every other. Workspaces are sized on first use and reused: a steady-state `forward` allocates nothing
+/// y is touched; then each group's expand adds \f$T B_k^\top\f$ into its rows. Automatic: a group whose rows are
+/// contiguous in x and at least `gathered_max_rows()` long runs Eigen's GEMM in place; every other group runs the
+/// gathered SIMD kernels (kernel/gathered_products.hpp) on its rows in place (crossover measured in
+/// docs/kernel.md). Workspaces are sized on first use and reused: a steady-state `forward` allocates nothing
 /// (beyond Eigen's own GEMM packing buffers, which it takes from the heap for products too large for its stack
 /// buffer). `forward` is `const` but uses those workspaces: one bank must not run two `forward` calls at once.
 template <class T>
@@ -60,7 +60,7 @@ class AdapterBank {
   using Scalar = T;
   /// Rows gathered (copied) at a time for a grouped GEMM over non-contiguous rows.
   static constexpr Index kGatherBlock = 128;
-  /// The default gathered/grouped crossover in rows per adapter (docs/kernel.md).
+  /// The default shortest contiguous group that Eigen's GEMM serves (docs/kernel.md).
   static constexpr Index kDefaultGatheredMaxRows = 16;
   /// A^T's columns are padded to a multiple of this (the widest float vector), so the gathered shrink has no tail.
   static constexpr Index kPad = 16;
@@ -166,8 +166,8 @@ class AdapterBank {
     apply(where, x, y);
   }
 
-  /// The product path (default automatic) and the automatic crossover: adapters with fewer than `rows` rows in
-  /// a batch take the gathered kernels. Errors (ValueError): rows < 0.
+  /// The product path (default automatic) and the automatic crossover: a contiguous group of fewer than `rows`
+  /// rows takes the gathered kernels (scattered rows always do). Errors (ValueError): rows < 0.
   void set_products(BankProducts products) { products_ = products; }
   BankProducts products() const { return products_; }
   void set_gathered_max_rows(Index rows) {
