@@ -47,11 +47,11 @@ enum class BankProducts {
 /// Products (`BankProducts`): the rows are grouped by slot (a counting sort); each group's shrink
 /// \f$T = s_k X_k A_k^\top\f$ is computed for every group first and checked finite, so that bad input throws before
 /// y is touched; then each group's expand adds \f$T B_k^\top\f$ into its rows. Automatic: a group whose rows are
-/// contiguous in x and at least `gathered_max_rows()` long runs Eigen's GEMM in place; every other group runs the
-/// gathered SIMD kernels (kernel/gathered_products.hpp) on its rows in place (crossover measured in
-/// docs/kernel.md). Workspaces are sized on first use and reused: a steady-state `forward` allocates nothing
-/// (beyond Eigen's own GEMM packing buffers, which it takes from the heap for products too large for its stack
-/// buffer). `forward` is `const` but uses those workspaces: one bank must not run two `forward` calls at once.
+/// contiguous in x and at least `gathered_max_rows()` long, or a single row, runs Eigen's products in place; every
+/// other group runs the gathered SIMD kernels (kernel/gathered_products.hpp) on its rows in place (crossover
+/// measured in docs/kernel.md). Workspaces are sized on first use and reused: a steady-state `forward` allocates
+/// nothing (beyond Eigen's own GEMM packing buffers, which it takes from the heap for products too large for its
+/// stack buffer). `forward` is `const` but uses those workspaces: one bank must not run two `forward` calls at once.
 template <class T>
 class AdapterBank {
   LORAKIT_STATIC_ASSERT_SCALAR(T);
@@ -263,14 +263,15 @@ class AdapterBank {
   }
 
   /// Whether the products of g take the gathered kernels (else Eigen's GEMM). Automatic: Eigen only on a
-  /// contiguous block of x's rows that is large enough; scattered rows would need copies in and out of a GEMM.
+  /// contiguous block of x's rows that is long enough, or a single row (a matrix-vector product, which measured
+  /// faster than the kernels' one-row path); scattered rows would need copies in and out of a GEMM.
   bool gathered(const Group& g) const {
     switch (products_) {
       case BankProducts::gathered: return true;
       case BankProducts::grouped: return false;
       case BankProducts::automatic: break;
     }
-    return !g.contiguous || g.count < gathered_max_rows_;
+    return !(g.count == 1 || (g.contiguous && g.count >= gathered_max_rows_));
   }
 
   /// Shrink of every group into t_ (checked finite), then the expand of every group into y.
