@@ -93,7 +93,7 @@ class AdapterBank {
   /// The scaling s of the adapter in `slot` (0 when empty). Errors: slot outside [0, slots).
   T scaling(Index slot) const { return scalings_[checked_slot("AdapterBank::scaling", slot)]; }
   bool occupied(Index slot) const { return rank(slot) > 0; }
-  /// A_k [rank x in] and B_k^T [rank x out] of `slot` (empty blocks when the slot is empty).
+  /// A_k [rank x in], A_k^T [in x rank] and B_k^T [rank x out] of `slot` (empty when the slot is empty).
   auto A(Index slot) const { return A_transposed(slot).transpose(); }
   auto A_transposed(Index slot) const { return At_.block(slot * in_, 0, in_, rank(slot)); }
   auto B_transposed(Index slot) const { return Bt_.middleRows(slot * max_rank_, rank(slot)); }
