@@ -1,6 +1,5 @@
-// Benchmarks of the SIMD kernels (kernel/simd.hpp) against Eigen at the adapters' shapes: the rank-r projection
-// x A^T (n = 128..512 tokens, in = 512..4096, r = 8..64) and AdamW's elementwise update. A kernel replaces
-// Eigen in kernel/lowrank_products.hpp only where this table shows it faster (docs/performance.md).
+// Benchmarks of the SIMD kernels (kernel/simd.hpp) against Eigen: AdamW's elementwise update (docs/performance.md).
+// The adapter bank's gathered products are measured in bench_bank.cpp.
 #include <benchmark/benchmark.h>
 
 #include <lorakit/core/random.hpp>
@@ -19,47 +18,6 @@ Matrix<T> gaussian(Index rows, Index cols, std::uint64_t seed) {
   rng.fill_normal(m, T(0), T(1));
   return m;
 }
-
-template <class T>
-void set_flops(benchmark::State& state, double flops) {
-  state.counters["GFLOP/s"] =
-      benchmark::Counter(flops * static_cast<double>(state.iterations()) * 1e-9, benchmark::Counter::kIsRate);
-}
-
-template <class T>
-void BM_project_eigen(benchmark::State& state) {
-  const Index n = state.range(0), in = state.range(1), r = state.range(2);
-  const Matrix<T> x = gaussian<T>(n, in, 1), a = gaussian<T>(r, in, 2);
-  Matrix<T> out(n, r);
-  for (auto _ : state) {
-    out.noalias() = x * a.transpose();
-    benchmark::DoNotOptimize(out.data());
-  }
-  set_flops<T>(state, 2.0 * n * in * r);
-}
-
-template <class T>
-void BM_project_simd(benchmark::State& state) {
-  const Index n = state.range(0), in = state.range(1), r = state.range(2);
-  const Matrix<T> x = gaussian<T>(n, in, 1), a = gaussian<T>(r, in, 2);
-  Matrix<T> out(n, r);
-  for (auto _ : state) {
-    kernel::project_dot(x.data(), in, a.data(), in, out.data(), r, n, r, in);
-    benchmark::DoNotOptimize(out.data());
-  }
-  set_flops<T>(state, 2.0 * n * in * r);
-}
-
-void project_shapes(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"n", "in", "r"});
-  for (Index n : {128, 512})
-    for (Index in : {512, 4096})
-      for (Index r : {8, 16, 64}) b->Args({n, in, r});
-}
-BENCHMARK_TEMPLATE(BM_project_eigen, float)->Apply(project_shapes);
-BENCHMARK_TEMPLATE(BM_project_simd, float)->Apply(project_shapes);
-BENCHMARK_TEMPLATE(BM_project_eigen, double)->Apply(project_shapes);
-BENCHMARK_TEMPLATE(BM_project_simd, double)->Apply(project_shapes);
 
 template <class T>
 void BM_adamw_eigen(benchmark::State& state) {

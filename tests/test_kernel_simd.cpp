@@ -49,31 +49,3 @@ TEMPLATE_TEST_CASE("adamw_update equals PyTorch's AdamW written as a scalar loop
     }
   }
 }
-
-TEMPLATE_TEST_CASE("project_dot equals x A^T by scalar loops, with remainders and strides", "[kernel][simd]", float,
-                   double) {
-  using T = TestType;
-  for (Index n : {Index(1), Index(3), Index(6), Index(9)}) {
-    for (Index r : {Index(1), Index(3), Index(4), Index(7), Index(64)}) {
-      for (Index in : {Index(1), Index(5), Index(17), Index(40), Index(129)}) {
-        INFO(n << " x " << in << " times (" << r << " x " << in << ")^T");
-        // Blocks of wider matrices: leading dimensions larger than the widths.
-        const Matrix<T> xs = random_matrix<T>(n, in + 3, 1), as = random_matrix<T>(r, in + 5, 2);
-        Matrix<T> out = Matrix<T>::Constant(n, r + 2, T(-7));
-        kernel::project_dot(xs.data(), xs.cols(), as.data(), as.cols(), out.data(), out.cols(), n, r, in);
-        for (Index i = 0; i < n; ++i) {
-          for (Index j = 0; j < r; ++j) {
-            double sum = 0, magnitude = 0;
-            for (Index p = 0; p < in; ++p) {
-              sum += static_cast<double>(xs(i, p)) * as(j, p);
-              magnitude += std::abs(static_cast<double>(xs(i, p)) * as(j, p));
-            }
-            const double eps = std::is_same_v<T, float> ? 6e-8 : 1.2e-16;
-            REQUIRE(std::abs(out(i, j) - sum) <= 2 * static_cast<double>(in) * eps * magnitude + 1e-30);
-          }
-          for (Index j = r; j < r + 2; ++j) REQUIRE(out(i, j) == T(-7));  // nothing written past r
-        }
-      }
-    }
-  }
-}

@@ -26,6 +26,7 @@ std::atomic<long> operator_new_calls{0};
 #include <lorakit/adapter/adapted_linear.hpp>
 #include <lorakit/adapter/lora.hpp>
 #include <lorakit/optim/adamw.hpp>
+#include <lorakit/serve/adapter_bank.hpp>
 
 // GCC 12 sees the replaced delete's free() paired with a new-expression once both are inlined and warns
 // (-Wmismatched-new-delete); here the pair is malloc/free by construction.
@@ -102,4 +103,43 @@ TEMPLATE_TEST_CASE("A steady-state LoRA training step allocates nothing", "[stea
   const long before = operator_new_calls.load();
   { std::vector<int> v(10); }
   CHECK(operator_new_calls.load() > before);
+}
+
+TEMPLATE_TEST_CASE("AdapterBank's load, clear and steady-state forward allocate nothing", "[steady_state][bank]", float,
+                   double) {
+  using T = TestType;
+  const Index in = 40, out = 24, n = 24, slots = 4, max_rank = 8;
+  AdapterBank<T> bank(in, out, slots, max_rank);
+  std::vector<Lora<T>> loras;
+  for (Index k = 0; k < slots; ++k) {
+    LoraConfig c;
+    c.rank = 2 + 2 * k;
+    c.seed = static_cast<std::uint64_t>(k);
+    loras.emplace_back(in, out, c);
+    loras.back().B() = testing::random_matrix<T>(out, c.rank, 10 + static_cast<std::uint64_t>(k));
+  }
+  const Matrix<T> x = testing::random_matrix<T>(n, in, 2);
+  Matrix<T> y = Matrix<T>::Zero(n, out);
+  std::vector<Index> row_slots(static_cast<std::size_t>(n));
+  for (Index i = 0; i < n; ++i) row_slots[static_cast<std::size_t>(i)] = i % (slots + 1) - 1;  // -1 included
+  const std::vector<BankSegment> segments = {{5, 0}, {0, 1}, {7, 3}, {4, -1}, {8, 2}};
+  for (BankProducts products : {BankProducts::grouped, BankProducts::gathered, BankProducts::automatic}) {
+    bank.set_products(products);
+    for (Index k = 0; k < slots; ++k) bank.load(k, loras[static_cast<std::size_t>(k)]);
+    bank.forward(x, row_slots, y);  // the first forward sizes the workspaces
+    bank.forward(x, segments, y);
+
+    const long new_before = operator_new_calls.load();
+    eigen_allocation_attempts = 0;
+    Eigen::internal::set_is_malloc_allowed(false);
+    for (int i = 0; i < 3; ++i) {
+      bank.clear(1);
+      bank.load(1, loras[static_cast<std::size_t>(3 - i % 2)]);  // hot swap between batches
+      bank.forward(x, row_slots, y);
+      bank.forward(x, segments, y);
+    }
+    Eigen::internal::set_is_malloc_allowed(true);
+    CHECK(eigen_allocation_attempts.load() == 0);
+    CHECK(operator_new_calls.load() - new_before == 0);
+  }
 }

@@ -26,3 +26,5 @@
 #include "lorakit/rank/budget.hpp"
 #include "lorakit/rank/rank_schedule.hpp"
 #include "lorakit/rank/squeeze.hpp"
+
+#include "lorakit/serve/adapter_bank.hpp"

@@ -1,6 +1,6 @@
-// SIMD kernels (xsimd) for the operations of the adapters that are memory-bound or skinny: the rank-r
-// projection x A^T (r <= 64) and AdamW's elementwise update, with runtime dispatch over the instruction sets the
-// translation unit was compiled for.
+// SIMD kernels (xsimd) for the operations of the adapters that are memory-bound: AdamW's elementwise update here,
+// the adapter bank's gathered products in kernel/gathered_products.hpp, with runtime dispatch over the instruction
+// sets the translation unit was compiled for.
 //
 // Dispatch. xsimd 8.1 defines a batch type for an architecture only when the compiler targets it (e.g.
 // AVX-512 needs -mavx512bw or -march=native), so a header-only library cannot carry AVX-512 code into a
@@ -59,46 +59,6 @@ void adamw_scalar(T* p, T* m, T* v, const T* g, Index begin, Index end, T decay,
   }
 }
 
-/// out[i, j] = sum_p x[i, p] a[j, p] for i in [i0, i0 + MR), j in [j0, j0 + NR): MR x NR dot products of length `in`,
-/// each kept in one SIMD accumulator and reduced once at the end.
-template <Index MR, Index NR, class Arch, class T>
-void dot_block(const T* x, Index ldx, const T* a, Index lda, T* out, Index ldo, Index in) {
-  using Batch = xsimd::batch<T, Arch>;
-  constexpr Index width = static_cast<Index>(Batch::size);
-  Batch acc[MR][NR];
-  for (Index i = 0; i < MR; ++i)
-    for (Index j = 0; j < NR; ++j) acc[i][j] = Batch(T(0));
-  const Index vector_end = in - in % width;
-  for (Index p = 0; p < vector_end; p += width) {
-    Batch xs[MR];
-    for (Index i = 0; i < MR; ++i) xs[i] = Batch::load_unaligned(x + i * ldx + p);
-    for (Index j = 0; j < NR; ++j) {
-      const Batch aj = Batch::load_unaligned(a + j * lda + p);
-      for (Index i = 0; i < MR; ++i) acc[i][j] = xsimd::fma(xs[i], aj, acc[i][j]);
-    }
-  }
-  // Horizontal sums through memory rather than xsimd::hadd: GCC 12 warns (-Wuninitialized, a false positive in
-  // avx512fintrin.h) on the AVX-512 double hadd, and one reduction per output entry costs nothing here.
-  alignas(64) T lanes[width];
-  for (Index i = 0; i < MR; ++i) {
-    for (Index j = 0; j < NR; ++j) {
-      acc[i][j].store_aligned(lanes);
-      T sum = 0;
-      for (Index l = 0; l < width; ++l) sum += lanes[l];
-      for (Index p = vector_end; p < in; ++p) sum += x[i * ldx + p] * a[j * lda + p];
-      out[i * ldo + j] = sum;
-    }
-  }
-}
-
-/// Rows [i0, i0 + MR) of out = x a^T, all columns: NR-wide column blocks, then single columns.
-template <Index MR, Index NR, class Arch, class T>
-void dot_rows(const T* x, Index ldx, const T* a, Index lda, T* out, Index ldo, Index r, Index in) {
-  Index j = 0;
-  for (; j + NR <= r; j += NR) dot_block<MR, NR, Arch>(x, ldx, a + j * lda, lda, out + j, ldo, in);
-  for (; j < r; ++j) dot_block<MR, 1, Arch>(x, ldx, a + j * lda, lda, out + j, ldo, in);
-}
-
 }  // namespace simd_detail
 
 /// Hyper-parameters of one AdamW step, as in `torch.optim.AdamW` (t counts from 1).
@@ -148,33 +108,6 @@ void adamw_update(T* p, T* m, T* v, const T* g, Index n, const AdamWStep& step) 
     }
     simd_detail::adamw_scalar(p, m, v, g, i, n, decay, beta1, one_minus_beta1, beta2, one_minus_beta2, step_size,
                               inv_sqrt_bc2, eps);
-  });
-}
-
-/// out = x a^T for row-major x [n x in] and a [r x in] (out [n x r], row-major, leading dimensions given):
-/// the rank-r projection of a LoRA branch computed as n r dot products over contiguous rows, 4 x 4 (AVX-512) or
-/// 2 x 4 blocks of them in registers. Meant for skinny a (r <= 64); see docs/performance.md for where it beats
-/// Eigen's GEMM.
-template <class T>
-void project_dot(const T* x, Index ldx, const T* a, Index lda, T* out, Index ldo, Index n, Index r, Index in) {
-  LORAKIT_STATIC_ASSERT_SCALAR(T);
-  simd_detail::dispatch([&](auto arch) {
-    using Arch = decltype(arch);
-    if constexpr (std::is_same_v<Arch, xsimd::unavailable>) {
-      for (Index i = 0; i < n; ++i)
-        for (Index j = 0; j < r; ++j) {
-          T sum = 0;
-          for (Index p = 0; p < in; ++p) sum += x[i * ldx + p] * a[j * lda + p];
-          out[i * ldo + j] = sum;
-        }
-    } else {
-      constexpr Index MR = sizeof(xsimd::batch<T, Arch>) >= 64 ? 4 : 2;
-      Index i = 0;
-      for (; i + MR <= n; i += MR) {
-        simd_detail::dot_rows<MR, 4, Arch>(x + i * ldx, ldx, a, lda, out + i * ldo, ldo, r, in);
-      }
-      for (; i < n; ++i) simd_detail::dot_rows<1, 4, Arch>(x + i * ldx, ldx, a, lda, out + i * ldo, ldo, r, in);
-    }
   });
 }
 
