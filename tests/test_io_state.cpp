@@ -200,6 +200,20 @@ TEST_CASE("corrupted, truncated, foreign and malformed states are refused with I
   CHECK(message_of([&] { io::state_from_bytes<StreamingSvd<double>>(bytes); })
             .find("malformed: StreamingSvd::from_state: state.singular_values has a negative entry") != std::string::npos);
 
+  // Behind a valid checksum: an Eva layer wider than its input group (in_features of the first layer, 'q').
+  auto wide = good;
+  // Payload: rank, rho, tau (8 bytes each), whiten, adjust (1 each), seed (8), observed (1), layer count (8),
+  // then layer 'q': name (8-byte length + 1 byte), in_features.
+  const std::size_t in_offset = 40 + 3 * 8 + 2 + 8 + 1 + 8 + 8 + 1;
+  std::int64_t in_features = 0;
+  std::memcpy(&in_features, wide.data() + in_offset, 8);
+  REQUIRE(in_features == 12);
+  in_features = 13;
+  std::memcpy(wide.data() + in_offset, &in_features, 8);
+  reseal(wide);
+  CHECK(message_of([&] { io::state_from_bytes<Eva<float>>(wide); })
+            .find("layer 'q' has in_features 13 and input group 'attn'") != std::string::npos);
+
   // Trailing bytes behind a valid header and checksum.
   auto padded = io::state_to_bytes(svd);
   padded.push_back(0);

@@ -10,6 +10,7 @@
 #include "lorakit/io/atomic_file.hpp"
 #include "lorakit/kernel/streaming_svd.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <cstring>
@@ -263,6 +264,17 @@ struct StateCodec<Eva<T>> {
       group.updates = in.get_index("group updates");
       group.converged = in.get_bool("group converged");
       s.groups.push_back(std::move(group));
+    }
+    // Every layer's width must be that of a group read above (whose sizes the bytes have backed) before
+    // from_state allocates the layers' statistics.
+    for (const auto& layer : s.layers) {
+      const auto group = std::find_if(s.groups.begin(), s.groups.end(),
+                                      [&](const auto& g) { return g.key == layer.input_group; });
+      if (group == s.groups.end() || group->svd.features != layer.in_features) {
+        lorakit::detail::fail<IoError>("state_from_bytes", "layer '", layer.name, "' has in_features ",
+                                       layer.in_features, " and input group '", layer.input_group,
+                                       "', expected a group of that name and width in the state");
+      }
     }
     return Eva<T>::from_state(std::move(s));
   }
