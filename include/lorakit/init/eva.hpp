@@ -281,6 +281,74 @@ class Eva {
     observed_ = observed_ || other.observed_;
   }
 
+  /// A layer as `add_layer` registered it (`input_group`: its group's name, its own name when alone).
+  struct LayerState {
+    std::string name;
+    Index in_features = 0;
+    Index out_features = 0;
+    std::string input_group;
+  };
+  /// An input group's statistics and convergence bookkeeping.
+  struct GroupState {
+    std::string key;
+    StreamingSvdState<T> svd;
+    Vector<double> similarity;  ///< [k]: |cos| of each component with its value before the last update
+    Index updates = 0;
+    bool converged = false;
+  };
+  /// Everything an Eva holds, as plain values: what a checkpoint file or another process receives (io/state.hpp).
+  struct State {
+    EvaConfig config;
+    std::vector<LayerState> layers;  ///< in the order they were added
+    std::vector<GroupState> groups;  ///< in the order they were created (that of their first layer)
+    bool observed = false;
+  };
+
+  /// The state, copied (exact: no arithmetic).
+  State state() const {
+    State out{config_, {}, {}, observed_};
+    for (const auto& layer : layers_) {
+      out.layers.push_back({layer.name, layer.in_features, layer.out_features, groups_[layer.group].key});
+    }
+    for (const auto& g : groups_) out.groups.push_back({g.key, g.svd.state(), g.similarity, g.updates, g.converged});
+    return out;
+  }
+
+  /// The Eva whose `state()` is `state`, bit for bit: the layers are added again (with add_layer's checks), then
+  /// every group takes its statistics. Errors: what `Eva::Eva`, `add_layer` and `StreamingSvd::from_state` reject;
+  /// groups that are not those the layers make, in that order, or statistics of another size (ValueError).
+  static Eva from_state(State state) {
+    constexpr const char* where = "Eva::from_state";
+    Eva eva(state.config);
+    for (const auto& layer : state.layers) {
+      eva.add_layer(layer.name, layer.in_features, layer.out_features, layer.input_group);
+    }
+    if (state.groups.size() != eva.groups_.size()) {
+      detail::fail<ValueError>(where, "state has ", state.groups.size(), " groups, its layers make ",
+                               eva.groups_.size());
+    }
+    for (std::size_t g = 0; g < eva.groups_.size(); ++g) {
+      Group& group = eva.groups_[g];
+      GroupState& saved = state.groups[g];
+      const Index k = group.svd.num_components();
+      if (saved.key != group.key || saved.svd.features != group.svd.features() || saved.svd.components != k) {
+        detail::fail<ValueError>(where, "state's group ", g, " is '", saved.key, "' with ", saved.svd.components,
+                                 " components of ", saved.svd.features, " features, expected '", group.key, "' with ",
+                                 k, " of ", group.svd.features());
+      }
+      if (saved.similarity.size() != k || saved.updates < 0) {
+        detail::fail<ValueError>(where, "state's group '", saved.key, "' has ", saved.similarity.size(),
+                                 " similarities and ", saved.updates, " updates, expected ", k, " and >= 0");
+      }
+      group.svd = StreamingSvd<T>::from_state(std::move(saved.svd));
+      group.similarity = std::move(saved.similarity);
+      group.updates = saved.updates;
+      group.converged = saved.converged;
+    }
+    eva.observed_ = state.observed;
+    return eva;
+  }
+
   /// The components of a layer's group [k x in], orthonormal rows by descending singular value.
   const Matrix<T>& components(const std::string& layer_or_group) const {
     return groups_[group_of("Eva::components", layer_or_group)].svd.components();

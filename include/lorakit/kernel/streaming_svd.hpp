@@ -23,6 +23,20 @@ struct StreamingSvdOptions {
   bool center = true;
 };
 
+/// Everything a `StreamingSvd` keeps between batches, as plain values: what a checkpoint file or another process
+/// receives (io/state.hpp), and what `StreamingSvd::from_state` rebuilds the object from.
+template <class T>
+struct StreamingSvdState {
+  Index features = 0;
+  Index components = 0;
+  bool center = true;
+  Index samples = 0;            ///< N
+  Eigen::VectorXd mean;         ///< \f$\mu\f$ [features]
+  double total_variance = 0;    ///< \f$\tau\f$
+  Vector<T> singular_values;    ///< S [components]
+  Matrix<T> directions;         ///< V [components x features]
+};
+
 /// Incremental PCA over batches of rows (samples), with a state that two streams can merge.
 ///
 /// **State.** After N samples x_1..x_N (rows of [features] each): their mean \f$\mu\f$ (in double), the total
@@ -177,6 +191,40 @@ class StreamingSvd {
   Index features() const { return features_; }
   Index num_components() const { return k_; }
   const StreamingSvdOptions& options() const { return options_; }
+
+  /// The state, copied (exact: no arithmetic).
+  StreamingSvdState<T> state() const {
+    return {features_, k_, options_.center, samples_, mean_, total_, singular_values_, components_};
+  }
+
+  /// The object whose `state()` is `state`, bit for bit. Errors: features or components out of range (ValueError),
+  /// vectors or matrices of other sizes (ShapeError), a negative count, variance or singular value, or a non-finite
+  /// entry (ValueError).
+  static StreamingSvd from_state(StreamingSvdState<T> state) {
+    constexpr const char* where = "StreamingSvd::from_state";
+    StreamingSvd svd(state.features, state.components, StreamingSvdOptions{state.center});
+    detail::check_rows(where, "state.mean", state.mean.size(), state.features, "state.features");
+    detail::check_rows(where, "state.singular_values", state.singular_values.size(), state.components,
+                       "state.components");
+    detail::check_shape(where, "state.directions", state.directions.rows(), state.directions.cols(), state.components,
+                        state.features);
+    if (state.samples < 0) detail::fail<ValueError>(where, "state.samples is ", state.samples, ", expected >= 0");
+    if (!(state.total_variance >= 0) || !std::isfinite(state.total_variance)) {
+      detail::fail<ValueError>(where, "state.total_variance is ", state.total_variance, ", expected finite and >= 0");
+    }
+    detail::check_finite(where, "state.mean", state.mean);
+    detail::check_finite(where, "state.singular_values", state.singular_values);
+    detail::check_finite(where, "state.directions", state.directions);
+    if ((state.singular_values.array() < T(0)).any()) {
+      detail::fail<ValueError>(where, "state.singular_values has a negative entry, expected >= 0");
+    }
+    svd.samples_ = state.samples;
+    svd.mean_ = std::move(state.mean);
+    svd.total_ = state.total_variance;
+    svd.singular_values_ = std::move(state.singular_values);
+    svd.components_ = std::move(state.directions);
+    return svd;
+  }
 
  private:
   /// M in double, row-major: the rows of one update.
