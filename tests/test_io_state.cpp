@@ -202,9 +202,9 @@ TEST_CASE("corrupted, truncated, foreign and malformed states are refused with I
 
   // Behind a valid checksum: an Eva layer wider than its input group (in_features of the first layer, 'q').
   auto wide = good;
-  // Payload: rank, rho, tau (8 bytes each), whiten, adjust (1 each), seed (8), observed (1), layer count (8),
-  // then layer 'q': name (8-byte length + 1 byte), in_features.
-  const std::size_t in_offset = 40 + 3 * 8 + 2 + 8 + 1 + 8 + 8 + 1;
+  // Payload: rank, rho, tau (8 bytes each), whiten, adjust, keep_rslora_scaling, observed (1 each), layer count
+  // (8), then layer 'q': name (8-byte length + 1 byte), in_features.
+  const std::size_t in_offset = 40 + 3 * 8 + 3 + 1 + 8 + 8 + 1;
   std::int64_t in_features = 0;
   std::memcpy(&in_features, wide.data() + in_offset, 8);
   REQUIRE(in_features == 12);

@@ -219,7 +219,7 @@ struct StateCodec<Eva<T>> {
     out.put(s.config.tau);
     out.put_bool(s.config.whiten);
     out.put_bool(s.config.adjust_scaling_factors);
-    out.put<std::uint64_t>(s.config.seed);
+    out.put_bool(s.config.keep_rslora_scaling);
     out.put_bool(s.observed);
     out.put<std::uint64_t>(s.layers.size());
     for (const auto& layer : s.layers) {
@@ -244,7 +244,7 @@ struct StateCodec<Eva<T>> {
     s.config.tau = in.get<double>("config.tau");
     s.config.whiten = in.get_bool("config.whiten");
     s.config.adjust_scaling_factors = in.get_bool("config.adjust_scaling_factors");
-    s.config.seed = in.get<std::uint64_t>("config.seed");
+    s.config.keep_rslora_scaling = in.get_bool("config.keep_rslora_scaling");
     s.observed = in.get_bool("observed");
     const auto layers = in.get<std::uint64_t>("layer count");
     for (std::uint64_t i = 0; i < layers; ++i) {  // each layer takes >= 32 bytes: a bogus count ends as truncated
