@@ -112,7 +112,8 @@ void save_peft_vera(const std::filesystem::path& dir, const AdapterSet<Vera<T>>&
 
 /// Writes a PeftVeraAdapter back: its adapters, its extra tensors (with their original shapes), its
 /// fan_in_fan_out and its config's modules_to_save; base_model_name_or_path and task_type come from `options`
-/// or, when empty there, from the adapter's config. Errors: as the overload above.
+/// or, when empty there, from the adapter's config. Errors: as the overload above, and (ShapeError) an extra
+/// tensor whose shape in extra_shapes does not hold its values.
 template <class T>
 void save_peft_vera(const std::filesystem::path& dir, const PeftVeraAdapter<T>& adapter, PeftVeraSaveOptions options = {}) {
   const detail::PeftExtras<T> extras = detail::extras_of<T>(adapter, options);
@@ -204,6 +205,10 @@ PeftVeraAdapter<T> load_peft_vera(const std::filesystem::path& dir, const std::m
     } else {
       out.projections = std::make_shared<const VeraProjections<T>>(config.rank, max_in, max_out, config.projection_seed);
     }
+  } catch (const IoError&) {
+    throw;  // already names the file
+  } catch (const Error& e) {
+    weights.fail("the projections: ", e.what());
   } catch (const std::bad_alloc&) {
     lorakit::detail::fail<ValueError>(where, "the projections of rank ", config.rank, " for layers up to ", max_in,
                                       " inputs and ", max_out, " outputs cannot be allocated");
