@@ -6,8 +6,8 @@ file(GLOB lorakit_io_tests CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/test_io
 foreach(source ${lorakit_io_tests})
   get_filename_component(name ${source} NAME_WE)
   target_link_libraries(${name} PRIVATE nlohmann_json::nlohmann_json)
-  # GCC 12 warns falsely inside libstdc++'s std::regex (used for PEFT's rank/alpha patterns) under
-  # -O1 -fsanitize=address (GCC bug 105562: "_State ... may be used uninitialized").
+  # GCC 12 warns falsely inside libstdc++'s std::regex (the tests' reference for PEFT's rank/alpha patterns)
+  # under -O1 -fsanitize=address (GCC bug 105562: "_State ... may be used uninitialized").
   target_compile_options(${name} PRIVATE $<$<CXX_COMPILER_ID:GNU>:-Wno-maybe-uninitialized>)
 endforeach()
 
@@ -59,4 +59,32 @@ if(LORAKIT_FUZZ AND LORAKIT_FUZZ_WORKS)
   set_tests_properties(io_fuzz_safetensors PROPERTIES TIMEOUT ${fuzz_timeout} ENVIRONMENT "ASAN_OPTIONS=detect_leaks=1")
 elseif(LORAKIT_FUZZ)
   message(STATUS "lorakit: no clang with libFuzzer found; the safetensors fuzz test is not built")
+endif()
+
+# The adapter_config.json readers and PEFT's pattern keys, fuzzed the same way (its own block and corpus).
+set(LORAKIT_FUZZ_CONFIG_SECONDS 20 CACHE STRING "Seconds the adapter_config.json fuzz test runs")
+if(LORAKIT_FUZZ AND LORAKIT_FUZZ_WORKS)
+  set(fuzz_config_binary ${CMAKE_CURRENT_BINARY_DIR}/fuzz_peft_config)
+  file(GLOB fuzz_config_headers CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/include/lorakit/*/*.hpp
+       ${PROJECT_SOURCE_DIR}/include/lorakit/*/*/*.hpp)
+  add_custom_command(
+    OUTPUT ${fuzz_config_binary}
+    COMMAND ${LORAKIT_FUZZ_CXX} -std=c++17 -O1 -g -fno-omit-frame-pointer
+            -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+            -I${PROJECT_SOURCE_DIR}/include
+            "-I$<JOIN:$<TARGET_PROPERTY:Eigen3::Eigen,INTERFACE_INCLUDE_DIRECTORIES>,;-I>"
+            "-I$<JOIN:$<TARGET_PROPERTY:nlohmann_json::nlohmann_json,INTERFACE_INCLUDE_DIRECTORIES>,;-I>"
+            ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/fuzz_peft_config.cpp -o ${fuzz_config_binary}
+    DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/fuzz_peft_config.cpp ${fuzz_config_headers}
+    COMMAND_EXPAND_LISTS
+    COMMENT "Building the adapter_config.json fuzzer with ${LORAKIT_FUZZ_CXX}")
+  add_custom_target(fuzz_peft_config ALL DEPENDS ${fuzz_config_binary})
+  file(MAKE_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR}/fuzz_config_corpus)
+  add_test(NAME io_fuzz_peft_config
+           COMMAND ${fuzz_config_binary} -max_total_time=${LORAKIT_FUZZ_CONFIG_SECONDS} -max_len=4096 -rss_limit_mb=2048
+                   -timeout=5 -print_final_stats=1 -dict=${CMAKE_CURRENT_SOURCE_DIR}/fuzz/peft_config.dict
+                   -artifact_prefix=${CMAKE_CURRENT_BINARY_DIR}/fuzz-config-
+                   ${CMAKE_CURRENT_BINARY_DIR}/fuzz_config_corpus ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/peft_config_seeds)
+  math(EXPR fuzz_config_timeout "${LORAKIT_FUZZ_CONFIG_SECONDS} + 120")
+  set_tests_properties(io_fuzz_peft_config PROPERTIES TIMEOUT ${fuzz_config_timeout} ENVIRONMENT "ASAN_OPTIONS=detect_leaks=1")
 endif()

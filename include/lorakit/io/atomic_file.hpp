@@ -6,12 +6,14 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <string>
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #define LORAKIT_IO_POSIX 1
@@ -113,6 +115,35 @@ class AtomicFile {
 
   const std::filesystem::path& temporary_path() const { return temporary_; }
 
+  /// Removes the temporary files that writers of `destination` left when they died before committing (a
+  /// process killed mid-write cannot run its destructor): those named for a process that no longer exists.
+  /// Temporaries of live processes, this one included, are left alone. Best effort: errors are ignored.
+  /// Process ids are those of this machine; a folder shared with writers on other hosts keeps their files.
+  static void remove_stale_temporaries(const std::filesystem::path& destination) {
+#if LORAKIT_IO_POSIX
+    const std::string prefix = "." + destination.filename().string() + ".tmp-";
+    const std::filesystem::path folder = destination.has_parent_path() ? destination.parent_path()
+                                                                      : std::filesystem::path(".");
+    std::error_code error;
+    std::filesystem::directory_iterator it(folder, error), end;
+    for (; !error && it != end; it.increment(error)) {
+      const std::string name = it->path().filename().string();
+      if (name.rfind(prefix, 0) != 0) continue;
+      const std::string rest = name.substr(prefix.size());  // "<pid>-<n>"
+      const auto dash = rest.find('-');
+      if (dash == 0 || dash == std::string::npos || rest.find_first_not_of("0123456789-") != std::string::npos) continue;
+      const long pid = std::strtol(rest.substr(0, dash).c_str(), nullptr, 10);
+      if (pid <= 0 || pid == process_id()) continue;
+      if (::kill(static_cast<::pid_t>(pid), 0) != 0 && errno == ESRCH) {
+        std::error_code ignored;
+        std::filesystem::remove(it->path(), ignored);
+      }
+    }
+#else
+    (void)destination;
+#endif
+  }
+
  private:
   static long process_id() {
 #if LORAKIT_IO_POSIX
@@ -146,6 +177,19 @@ class AtomicFile {
 #endif
   bool committed_ = false;
 };
+
+/// Flushes a folder's entries (renames, removals) to the disk. Best effort: some file systems cannot sync a folder.
+inline void sync_folder(const std::filesystem::path& folder) {
+#if LORAKIT_IO_POSIX
+  const int dir = ::open(folder.empty() ? "." : folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir >= 0) {
+    (void)::fsync(dir);
+    ::close(dir);
+  }
+#else
+  (void)folder;
+#endif
+}
 
 /// Replaces `destination` atomically with `size` bytes of `data`.
 inline void write_file_atomically(const char* where, const std::filesystem::path& destination, const void* data,

@@ -1,9 +1,13 @@
 // adapter_config.json of HuggingFace PEFT: reading it with typed, checked field access, PEFT's matching of
-// `rank_pattern` / `alpha_pattern` keys against module names, and building such patterns on save.
+// `rank_pattern` / `alpha_pattern` keys against module names (in linear time, io/key_regex.hpp), and building
+// such patterns on save.
 #pragma once
 
 #include "lorakit/core/error.hpp"
 #include "lorakit/io/atomic_file.hpp"
+#include "lorakit/io/input_file.hpp"
+#include "lorakit/io/json_text.hpp"
+#include "lorakit/io/key_regex.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -11,10 +15,8 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <optional>
-#include <regex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -26,24 +28,31 @@ inline constexpr const char* peft_config_file = "adapter_config.json";
 inline constexpr const char* peft_weights_file = "adapter_model.safetensors";
 /// The prefix PEFT puts before module paths in tensor names.
 inline constexpr const char* peft_module_prefix = "base_model.model.";
+/// The largest adapter_config.json a reader accepts (PEFT's are a few kilobytes).
+inline constexpr std::uint64_t max_peft_config_bytes = 16u << 20;
 
 /// PEFT's `rank_pattern` or `alpha_pattern`: keys (regular expressions over module names) in file order, each with
 /// a value; the first key that matches a module gives its value, otherwise the default (`r` or `lora_alpha`).
 /// A key k matches a module when the regular expression `(.*\.)?(k)$` matches its whole name (PEFT's
 /// `get_pattern_key`), so a plain key selects the module of that name and every module ending with "." + k.
+/// Keys are compiled by detail::KeyRegex, which matches in time linear in the module name whatever the key
+/// (keys such as `(a|aa)+` cost no more than others) and supports Python's `re` syntax without look-arounds
+/// and back references.
 class PeftPattern {
  public:
   PeftPattern() = default;
 
   /// From a JSON object of numbers (as read from adapter_config.json, keeping the file's key order).
-  /// Errors (IoError): not an object, a value that is not a number, a key that is not a regular expression.
+  /// Errors (IoError): not an object, a value that is not a finite number, a key that is not a supported regular
+  /// expression.
   static PeftPattern from_json(const char* where, const std::string& field, const nlohmann::ordered_json& object) {
     PeftPattern pattern;
     if (object.is_null()) return pattern;
     if (!object.is_object()) lorakit::detail::fail<IoError>(where, field, " is ", object.type_name(), ", expected an object");
     for (const auto& [key, value] : object.items()) {
-      if (!value.is_number()) {
-        lorakit::detail::fail<IoError>(where, field, "['", key, "'] is ", value.dump(), ", expected a number");
+      if (!value.is_number() || !std::isfinite(value.get<double>())) {
+        lorakit::detail::fail<IoError>(where, field, "['", detail::shown(key), "'] is ", detail::describe(value),
+                                       ", expected a number (finite)");
       }
       try {
         pattern.add(key, value.get<double>());
@@ -55,19 +64,13 @@ class PeftPattern {
   }
 
   /// Appends a key (its position decides among keys that match the same module).
-  void add(const std::string& key, double value) {
-    try {
-      entries_.push_back({key, std::regex("(.*\\.)?(" + key + ")$"), value});
-    } catch (const std::regex_error& e) {
-      lorakit::detail::fail<ValueError>("PeftPattern::add", "the pattern key '", key,
-                                        "' is not a valid regular expression: ", e.what());
-    }
-  }
+  /// Errors (ValueError): the key is not a supported regular expression (see detail::KeyRegex).
+  void add(const std::string& key, double value) { entries_.push_back({key, detail::KeyRegex(key), value}); }
 
   /// The value for `module`: that of the first matching key, else `fallback`.
   double value_for(const std::string& module, double fallback) const {
     for (const auto& entry : entries_) {
-      if (std::regex_match(module, entry.regex)) return entry.value;
+      if (entry.regex.matches(module)) return entry.value;
     }
     return fallback;
   }
@@ -113,7 +116,7 @@ class PeftPattern {
  private:
   struct Entry {
     std::string key;
-    std::regex regex;
+    detail::KeyRegex regex;
     double value;
   };
 
@@ -131,18 +134,11 @@ class PeftPattern {
 
 namespace detail {
 
-/// Reads a JSON object from a file, keeping its key order. Errors (IoError): missing, unreadable, not JSON, not an object.
+/// Reads a JSON object from a file, keeping its key order. Errors (IoError): missing, not a regular file, larger
+/// than max_peft_config_bytes, nested deeper than max_json_depth, not JSON, not an object.
 inline nlohmann::ordered_json read_json_object(const char* where, const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) lorakit::detail::fail<IoError>(where, "cannot open '", file.string(), "'");
-  nlohmann::ordered_json json;
-  try {
-    json = nlohmann::ordered_json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    lorakit::detail::fail<IoError>(where, "'", file.string(), "' is not valid JSON: ", e.what());
-  }
-  if (!json.is_object()) lorakit::detail::fail<IoError>(where, "'", file.string(), "' is not a JSON object");
-  return json;
+  const InputFile input(where, file);
+  return parse_json_object<nlohmann::ordered_json>(where, file, input.read_all(max_peft_config_bytes), false);
 }
 
 /// Typed access to the fields of a config file, with errors that name the file and the field.
@@ -211,7 +207,7 @@ class ConfigFields {
     const auto* value = find(field);
     if (value == nullptr || !value->is_string() || value->get<std::string>() != expected) {
       lorakit::detail::fail<IoError>(where_, "'", file_.string(), "': ", field, " is ",
-                                     value == nullptr ? std::string("missing") : value->dump(), ", expected \"",
+                                     value == nullptr ? std::string("missing") : describe(*value), ", expected \"",
                                      expected, "\"", hint);
     }
   }
@@ -228,7 +224,7 @@ class ConfigFields {
   }
 
   [[noreturn]] void wrong(const char* field, const nlohmann::ordered_json& value, const char* expected) const {
-    fail(field, " is ", value.dump(), ", expected ", expected);
+    fail(field, " is ", describe(value), ", expected ", expected);
   }
 
   std::string without_where(const std::string& message) const {

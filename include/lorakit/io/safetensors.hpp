@@ -12,6 +12,8 @@
 #include "lorakit/core/types.hpp"
 #include "lorakit/io/atomic_file.hpp"
 #include "lorakit/io/dtype.hpp"
+#include "lorakit/io/input_file.hpp"
+#include "lorakit/io/json_text.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -19,7 +21,6 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <map>
 #include <optional>
@@ -117,24 +118,22 @@ void convert_from(Dtype dtype, const unsigned char* bytes, std::size_t count, T*
 /// Reads a safetensors file. The constructor reads and validates the header (and only the header); tensors
 /// are read on request, each with one read of its byte range.
 ///
-/// Every problem is an IoError naming the file, the tensor and what is wrong: a file shorter than the header,
-/// a header longer than the file or than 100,000,000 bytes, a header that is not a JSON object or has a
-/// duplicate key, an unknown dtype, a shape that is not a list of non-negative integers, data offsets that are
+/// The file is opened once (InputFile: only a regular file, refused without blocking otherwise) and every tensor
+/// is read from that open file, so a file renamed over the path meanwhile is never mixed in.
+///
+/// Every problem is an IoError naming the file, the tensor and what is wrong: a missing file or one that is not
+/// a regular file, a file shorter than the header, a header longer than the file or than 100,000,000 bytes, a
+/// header nested deeper than max_json_depth (checked before parsing), one that is not a JSON object, has
+/// trailing content or a duplicate key, an unknown dtype, a shape that is not a list of non-negative integers, data offsets that are
 /// out of range, overlap, leave a gap, do not start at 0 or do not cover the data, or a byte range whose size
 /// is not shape x dtype size.
 class SafetensorsReader {
  public:
-  explicit SafetensorsReader(const std::filesystem::path& file) : file_(file) {
-    std::ifstream in(file_, std::ios::binary);
-    if (!in) fail("cannot open the file");
-    in.seekg(0, std::ios::end);
-    const auto end = in.tellg();
-    if (end < 0) fail("cannot determine the file's size");
-    const auto file_size = static_cast<std::uint64_t>(end);
+  explicit SafetensorsReader(const std::filesystem::path& file) : file_(file), input_("SafetensorsReader", file) {
+    const std::uint64_t file_size = input_.size();
     if (file_size < 8) fail("the file has ", file_size, " bytes, too short for the 8-byte header length (truncated file)");
-    in.seekg(0);
     unsigned char prefix[8];
-    in.read(reinterpret_cast<char*>(prefix), 8);
+    input_.read_at(0, prefix, 8, "the header length");
     std::uint64_t header_size = 0;
     for (int i = 7; i >= 0; --i) header_size = (header_size << 8) | prefix[i];
     if (header_size > max_safetensors_header_bytes) {
@@ -145,8 +144,7 @@ class SafetensorsReader {
            " bytes that follow the length (truncated file?)");
     }
     std::string text(static_cast<std::size_t>(header_size), '\0');
-    in.read(text.data(), static_cast<std::streamsize>(header_size));
-    if (static_cast<std::uint64_t>(in.gcount()) != header_size) fail("reading the header failed (truncated file?)");
+    input_.read_at(8, text.data(), header_size, "the header");
     data_start_ = 8 + header_size;
     data_size_ = file_size - data_start_;
     parse_header(text);
@@ -166,7 +164,8 @@ class SafetensorsReader {
   const TensorInfo& info(const std::string& name) const {
     const auto it = index_.find(name);
     if (it == index_.end()) {
-      lorakit::detail::fail<IoError>("SafetensorsReader::info", "'", file_.string(), "' has no tensor named '", name, "' (it has ",
+      lorakit::detail::fail<IoError>("SafetensorsReader::info", "'", file_.string(), "' has no tensor named '",
+                                     detail::shown(name), "' (it has ",
                             tensors_.size(), " tensors)");
     }
     return tensors_[it->second];
@@ -203,33 +202,14 @@ class SafetensorsReader {
 
   template <class... Parts>
   [[noreturn]] void fail_tensor(const std::string& name, const Parts&... parts) const {
-    fail("tensor '", name, "': ", parts...);
+    fail("tensor '", detail::shown(name), "': ", parts...);
   }
 
-  /// Parses the JSON header, rejecting duplicate keys at any depth (nlohmann-json would keep the last one).
+  /// Parses the JSON header: its depth is checked before parsing, and duplicate keys are refused at any depth
+  /// (nlohmann-json would keep the last one).
   nlohmann::json parse_json(const std::string& text) const {
     if (text.empty() || text.front() != '{') fail("the header does not start with '{', expected a JSON object");
-    std::vector<std::set<std::string>> keys;  // the keys seen in each open object
-    std::string duplicate;
-    const auto callback = [&](int, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
-      using Event = nlohmann::json::parse_event_t;
-      if (event == Event::object_start) keys.emplace_back();
-      if (event == Event::object_end && !keys.empty()) keys.pop_back();
-      if (event == Event::key && !keys.empty() && duplicate.empty() && parsed.is_string() &&
-          !keys.back().insert(parsed.get<std::string>()).second) {
-        duplicate = parsed.get<std::string>();
-      }
-      return true;
-    };
-    nlohmann::json header;
-    try {
-      header = nlohmann::json::parse(text, callback);
-    } catch (const nlohmann::json::exception& e) {
-      fail("the header is not valid JSON: ", e.what());
-    }
-    if (!duplicate.empty()) fail("the header has the key '", duplicate, "' twice (duplicate key)");
-    if (!header.is_object()) fail("the header is not a JSON object");
-    return header;
+    return detail::parse_json_object<nlohmann::json>("SafetensorsReader", file_, text, true);
   }
 
   void parse_header(const std::string& text) {
@@ -248,7 +228,7 @@ class SafetensorsReader {
   void parse_metadata(const nlohmann::json& value) {
     if (!value.is_object()) fail("__metadata__ is ", value.type_name(), ", expected an object of strings");
     for (const auto& [key, item] : value.items()) {
-      if (!item.is_string()) fail("__metadata__ '", key, "' is ", item.type_name(), ", expected a string");
+      if (!item.is_string()) fail("__metadata__ '", detail::shown(key), "' is ", item.type_name(), ", expected a string");
       metadata_.emplace(key, item.get<std::string>());
     }
   }
@@ -263,7 +243,7 @@ class SafetensorsReader {
     const auto& dtype = value["dtype"];
     if (!dtype.is_string()) fail_tensor(name, "dtype is ", dtype.type_name(), ", expected a string");
     const auto parsed = parse_dtype(dtype.get<std::string>());
-    if (!parsed) fail_tensor(name, "unknown dtype '", dtype.get<std::string>(), "', expected F32, F64, F16 or BF16");
+    if (!parsed) fail_tensor(name, "unknown dtype '", detail::shown(dtype.get<std::string>()), "', expected F32, F64, F16 or BF16");
     tensor.dtype = *parsed;
 
     const auto& shape = value["shape"];
@@ -272,8 +252,8 @@ class SafetensorsReader {
     std::uint64_t numel = 1, nonzero_product = 1;
     for (const auto& dim : shape) {
       const auto size = detail::json_size(dim);
-      if (!size) fail_tensor(name, "shape ", shape.dump(), " has the entry ", dim.dump(), ", expected a non-negative integer");
-      if (*size != 0 && nonzero_product > max_size / *size) fail_tensor(name, "shape ", shape.dump(), " is too large");
+      if (!size) fail_tensor(name, "shape has the entry ", detail::describe(dim), ", expected a non-negative integer");
+      if (*size != 0 && nonzero_product > max_size / *size) fail_tensor(name, "shape ", detail::shape_string(tensor.shape), " x ", *size, " is too large");
       if (*size != 0) nonzero_product *= *size;
       numel = *size == 0 ? 0 : numel * *size;
       tensor.shape.push_back(static_cast<std::int64_t>(*size));
@@ -282,7 +262,7 @@ class SafetensorsReader {
     const auto& offsets = value["data_offsets"];
     const auto begin = offsets.is_array() && offsets.size() == 2 ? detail::json_size(offsets[0]) : std::nullopt;
     const auto end = offsets.is_array() && offsets.size() == 2 ? detail::json_size(offsets[1]) : std::nullopt;
-    if (!begin || !end) fail_tensor(name, "data_offsets is ", offsets.dump(), ", expected [begin, end] with 0 <= begin <= end");
+    if (!begin || !end) fail_tensor(name, "data_offsets is ", detail::describe(offsets), ", expected [begin, end] with 0 <= begin <= end");
     if (*begin > *end) fail_tensor(name, "data_offsets [", *begin, ", ", *end, ") has begin > end, expected 0 <= begin <= end");
     if (*end > data_size_) {
       fail_tensor(name, "data_offsets [", *begin, ", ", *end, ") is out of range: the data section has ", data_size_,
@@ -328,26 +308,21 @@ class SafetensorsReader {
   void read_into(const TensorInfo& tensor, T* out) const {
     const std::uint64_t bytes = tensor.data_end - tensor.data_begin;
     if (bytes == 0) return;
-    std::ifstream in(file_, std::ios::binary);
-    if (!in) fail_tensor(tensor.name, "cannot open the file again to read the tensor");
-    in.seekg(static_cast<std::streamoff>(data_start_ + tensor.data_begin));
     const bool same_type = (std::is_same_v<T, float> && tensor.dtype == Dtype::F32) ||
                            (std::is_same_v<T, double> && tensor.dtype == Dtype::F64);
     std::vector<unsigned char> buffer;
-    char* target = reinterpret_cast<char*>(out);
+    void* target = out;
     if (!same_type) {
       buffer.resize(static_cast<std::size_t>(bytes));
-      target = reinterpret_cast<char*>(buffer.data());
+      target = buffer.data();
     }
-    in.read(target, static_cast<std::streamsize>(bytes));
-    if (static_cast<std::uint64_t>(in.gcount()) != bytes) {
-      fail_tensor(tensor.name, "the file ended after ", in.gcount(), " of the tensor's ", bytes,
-                  " bytes (truncated since it was opened)");
-    }
+    const std::string what = "tensor '" + detail::shown(tensor.name) + "'";
+    input_.read_at(data_start_ + tensor.data_begin, target, bytes, what.c_str());
     if (!same_type) detail::convert_from(tensor.dtype, buffer.data(), static_cast<std::size_t>(bytes / dtype_size(tensor.dtype)), out);
   }
 
   std::filesystem::path file_;
+  InputFile input_;  // open once: tensors are read from the file whose header was validated
   std::uint64_t data_start_ = 0;
   std::uint64_t data_size_ = 0;
   std::map<std::string, std::string> metadata_;
