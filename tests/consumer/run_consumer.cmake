@@ -1,5 +1,6 @@
 # cmake -P script: configure, build and run the consumer project in MODE add_subdirectory, find_package or
-# pkg_config (the last two after `cmake --install` of lorakit's build into a fresh prefix).
+# pkg_config (the last two after `cmake --install` of lorakit's build into a fresh prefix; PKG_CONFIG is the
+# pkg-config program).
 file(REMOVE_RECURSE ${WORK})
 file(MAKE_DIRECTORY ${WORK})
 
@@ -30,7 +31,6 @@ elseif(MODE STREQUAL "find_package")
   list(APPEND configure_args -DCMAKE_PREFIX_PATH=${WORK}/prefix -DCMAKE_FIND_PACKAGE_PREFER_CONFIG=ON)
 elseif(MODE STREQUAL "pkg_config")
   install_lorakit()
-  find_program(PKG_CONFIG NAMES pkg-config pkgconf REQUIRED)
   set(ENV{PKG_CONFIG_PATH} ${WORK}/prefix/share/pkgconfig)
   foreach(package lorakit lorakit-io)
     execute_process(COMMAND ${PKG_CONFIG} --cflags ${package} RESULT_VARIABLE rc OUTPUT_VARIABLE cflags
