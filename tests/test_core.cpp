@@ -54,7 +54,7 @@ TEST_CASE("Rng's first outputs for seed 42 are pinned", "[core][rng]") {
   CHECK(filled(0, 0) == Approx(-0.60765105393351915).epsilon(1e-14));
 }
 
-TEST_CASE("Streams and seeds give distinct sequences; the same ones repeat", "[core][rng]") {
+TEST_CASE("Streams and seeds give distinct sequences, and the same ones repeat", "[core][rng]") {
   Rng a(1, 0), b(1, 1), c(2, 0), a2(1, 0);
   const auto x = a.next_u64();
   CHECK(x != b.next_u64());

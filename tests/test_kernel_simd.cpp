@@ -49,3 +49,19 @@ TEMPLATE_TEST_CASE("adamw_update equals PyTorch's AdamW written as a scalar loop
     }
   }
 }
+
+TEST_CASE("the SIMD dispatch has a vector path on x86-64 and AArch64", "[kernel][simd]") {
+  using Architectures = kernel::simd_detail::Architectures;
+#if defined(__x86_64__)
+  STATIC_REQUIRE(Architectures::contains<xsimd::sse2>());
+  STATIC_REQUIRE(kernel::simd_detail::has_simd);
+#elif defined(__aarch64__)
+  STATIC_REQUIRE(Architectures::contains<xsimd::neon64>());
+  STATIC_REQUIRE(kernel::simd_detail::has_simd);
+#else
+  WARN("no SIMD architecture is dispatched on this target; the kernels run their scalar loops");
+#endif
+  // The path the kernels take on this CPU, for the log.
+  kernel::simd_detail::dispatch([](auto arch) { UNSCOPED_INFO("dispatched to " << decltype(arch)::name()); });
+  SUCCEED();
+}

@@ -102,7 +102,7 @@ TEST_CASE("squeeze in float matches the double truncation", "[squeeze]") {
   CHECK(relative(squeezed.delta_weight().cast<double>(), truncated(dense, 6)) < 1e-5);
 }
 
-TEST_CASE("keep_scaling keeps s and sets alpha = s k (s sqrt(k) with rsLoRA); otherwise alpha is kept", "[squeeze]") {
+TEST_CASE("keep_scaling keeps s and sets alpha = s k (s sqrt(k) with rsLoRA), otherwise alpha is kept", "[squeeze]") {
   const Lora<double> plain = random_lora<double>(30, 20, 16, 32, 8);  // s = 2
   const Lora<double> kept = squeeze(plain, 4);
   CHECK(kept.scaling() == Approx(2.0).epsilon(1e-15));

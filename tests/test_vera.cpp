@@ -107,7 +107,7 @@ TEMPLATE_TEST_CASE("VeraProjections are regenerated from the seed by the documen
   }
 }
 
-TEMPLATE_TEST_CASE("VeraProjections follow PEFT's Kaiming-uniform bounds; for_layers takes the largest shape",
+TEMPLATE_TEST_CASE("VeraProjections follow PEFT's Kaiming-uniform bounds, and for_layers takes the largest shape",
                    "[vera]", float, double) {
   using T = TestType;
   const Index r = 64;
@@ -330,7 +330,7 @@ TEST_CASE("Vera rejects bad projections, configurations and inputs with clear er
   CHECK_THROWS_WITH(vera.unmerge_from(wrong_W), "Vera::unmerge_from: W is [256 x 128], expected [128 x 256]");
 }
 
-TEMPLATE_TEST_CASE("Vera parameters are views of the vectors; the projections are shared, never copied", "[vera]",
+TEMPLATE_TEST_CASE("Vera parameters are views of the vectors, and the projections are shared, never copied", "[vera]",
                    float, double) {
   using T = TestType;
   auto projections = std::make_shared<const VeraProjections<T>>(32, 20, 24, 1);

@@ -1,6 +1,8 @@
 // lorakit umbrella header: every part of the library except io/ (which needs nlohmann-json).
 #pragma once
 
+#include "lorakit/version.hpp"
+
 #include "lorakit/core/error.hpp"
 #include "lorakit/core/parameter.hpp"
 #include "lorakit/core/random.hpp"

@@ -24,6 +24,7 @@ ensure_packages() {
 }
 
 # The packages every build of lorakit needs.
-LORAKIT_BUILD_PACKAGES=(build-essential cmake libeigen3-dev libxsimd-dev catch2 libbenchmark-dev nlohmann-json3-dev zlib1g-dev libopenmpi-dev openmpi-bin)
+LORAKIT_BUILD_PACKAGES=(build-essential cmake libeigen3-dev libxsimd-dev catch2 libbenchmark-dev nlohmann-json3-dev zlib1g-dev
+  pkgconf libopenmpi-dev openmpi-bin)
 
 lorakit_jobs() { echo "${LORAKIT_JOBS:-$(nproc)}"; }

@@ -6,8 +6,10 @@
 // AVX-512 needs -mavx512bw or -march=native), so a header-only library cannot carry AVX-512 code into a
 // translation unit built without those flags. The kernels are therefore written once over
 // `xsimd::batch<T, Arch>` and dispatched at run time (`xsimd::dispatch`, which reads the CPU's features) over
-// those of avx512bw, fma3<avx2> and sse2 that the translation unit was compiled for, with a scalar loop where none
-// is (non-x86 targets). A build without -march gets sse2; -march=native gets the best the machine has.
+// those of avx512bw, fma3<avx2>, sse2 (x86-64) and neon64 (AArch64, where it is always compiled in) that the
+// translation unit was compiled for, with a scalar loop where none is (32-bit ARM, whose NEON has no double
+// lanes, and other targets). A build without -march gets sse2 on x86-64; -march=native gets the best the
+// machine has.
 #pragma once
 
 #include "lorakit/core/types.hpp"
@@ -16,14 +18,28 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
+#include <utility>
 
 namespace lorakit::kernel {
 
 namespace simd_detail {
 
-/// avx512bw, fma3<avx2>, sse2: those compiled in (most capable first).
-using Architectures =
-    typename xsimd::detail::supported<xsimd::arch_list<xsimd::avx512bw, xsimd::fma3<xsimd::avx2>, xsimd::sse2>>::type;
+/// The architectures of `Candidates...` (most capable first, as xsimd's dispatch wants them) that the translation
+/// unit was compiled for (`Arch::supported()`, xsimd's public trait), appended to `Kept`.
+template <class Kept, class... Candidates>
+struct compiled_in {
+  using type = Kept;
+};
+template <class... Kept, class Arch, class... Rest>
+struct compiled_in<xsimd::arch_list<Kept...>, Arch, Rest...>
+    : compiled_in<std::conditional_t<Arch::supported(), xsimd::arch_list<Kept..., Arch>, xsimd::arch_list<Kept...>>,
+                  Rest...> {};
+
+/// avx512bw, fma3<avx2>, sse2 (x86-64) and neon64 (AArch64): those compiled in, most capable first. Only one
+/// family is ever compiled in, so the list stays sorted as xsimd requires.
+using Architectures = typename compiled_in<xsimd::arch_list<>, xsimd::avx512bw, xsimd::fma3<xsimd::avx2>, xsimd::sse2,
+                                           xsimd::neon64>::type;
 
 template <class List>
 struct is_empty_list : std::false_type {};

@@ -1,7 +1,9 @@
-// A consumer of lorakit: one adapter, one forward pass, checked against the dense update.
+// A consumer of lorakit: one adapter, one forward pass, checked against the dense update; and the version macros.
 #include <lorakit/lorakit.hpp>
 
 #include <cstdio>
+#include <cstring>
+#include <string>
 
 int main() {
   lorakit::LoraConfig config;
@@ -15,5 +17,14 @@ int main() {
   const lorakit::Matrix<float> expected = x * adapter.delta_weight().transpose();
   const bool ok = (y - expected).norm() <= 1e-5f * (1.0f + expected.norm());
   std::printf("consumer: %s\n", ok ? "ok" : "mismatch");
+  const std::string version = std::to_string(LORAKIT_VERSION_MAJOR) + "." + std::to_string(LORAKIT_VERSION_MINOR) +
+                              "." + std::to_string(LORAKIT_VERSION_PATCH);
+  std::printf("consumer: lorakit %s\n", version.c_str());
+#ifdef CONSUMER_PACKAGE_VERSION
+  if (version != CONSUMER_PACKAGE_VERSION) {
+    std::printf("consumer: the package says version %s, the headers %s\n", CONSUMER_PACKAGE_VERSION, version.c_str());
+    return 1;
+  }
+#endif
   return ok ? 0 : 1;
 }

@@ -1,0 +1,1 @@
+// The unit that builds the test units' precompiled header (Catch2, Eigen, xsimd: tests/CMakeLists.txt).
