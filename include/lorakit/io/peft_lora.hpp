@@ -1,9 +1,10 @@
 // PEFT's LoRA method (`peft_type: "LORA"`): the module `m` has the tensors `base_model.model.<m>.lora_A.weight`
 // [r x in] and `base_model.model.<m>.lora_B.weight` [out x r]; its rank and alpha are `r` and `lora_alpha` unless a
 // key of `rank_pattern` / `alpha_pattern` matches it; the scaling is alpha / r (alpha / sqrt(r) with `use_rslora`).
-// Include io/peft.hpp, which also defines merge_peft_layer and unmerge_peft_layer.
+// Users include io/peft.hpp.
 #pragma once
 
+#include "lorakit/adapter/adapted_linear.hpp"
 #include "lorakit/adapter/adapter_set.hpp"
 #include "lorakit/adapter/lora.hpp"
 #include "lorakit/io/peft_folder.hpp"
@@ -22,11 +23,24 @@
 
 namespace lorakit::io {
 
-// Defined in io/peft.hpp.
+/// The layout of a base weight that PEFT's `fan_in_fan_out` describes: [in x out] (GPT-2's Conv1D) when true.
+inline WeightLayout peft_weight_layout(bool fan_in_fan_out) {
+  return fan_in_fan_out ? WeightLayout::in_by_out : WeightLayout::out_by_in;
+}
+
+/// W += s (B A) for a weight stored as PEFT stores it: [out x in], or with `fan_in_fan_out` [in x out], where the
+/// update is transposed (`lorakit::merge_into` with the layout). Errors: W of the wrong shape (ShapeError); a
+/// non-finite result (ValueError; W is then left unchanged).
 template <class T>
-void merge_peft_layer(const Lora<T>& lora, bool fan_in_fan_out, MatrixRef<T> W);
+void merge_peft_layer(const Lora<T>& lora, bool fan_in_fan_out, MatrixRef<T> W) {
+  lorakit::detail::add_update("merge_peft_layer", lora, W, peft_weight_layout(fan_in_fan_out), T(1));
+}
+
+/// The inverse of merge_peft_layer: W -= s (B A), transposed with `fan_in_fan_out`.
 template <class T>
-void unmerge_peft_layer(const Lora<T>& lora, bool fan_in_fan_out, MatrixRef<T> W);
+void unmerge_peft_layer(const Lora<T>& lora, bool fan_in_fan_out, MatrixRef<T> W) {
+  lorakit::detail::add_update("unmerge_peft_layer", lora, W, peft_weight_layout(fan_in_fan_out), T(-1));
+}
 
 /// A PEFT LoRA adapter as read from its folder.
 template <class T>
