@@ -136,9 +136,10 @@ class Batches {
   Bytes tokens_, targets_;
 };
 
-/// Held-out bits per byte: the mean next-byte cross-entropy in bits over the first `windows` windows of
-/// seq_len + 1 bytes that tile `text` (every byte but the first of a window is predicted once, from up to seq_len
-/// bytes before it inside the window), evaluated `batch` windows at a time.
+/// Held-out bits per byte: the mean next-byte cross-entropy in bits over `windows` windows of seq_len + 1 bytes
+/// spread evenly over `text` (of the windows that tile it, every (available / windows)-th one, so that a corpus
+/// whose parts differ, such as a table of contents before the entries, is measured over all of it; each byte but
+/// the first of a window is predicted from up to seq_len bytes before it inside the window), `batch` at a time.
 /// Errors (lorakit::ValueError): text shorter than one window.
 template <class T, class Proj>
 double bits_per_byte(Model<T, Proj>& model, const Bytes& text, Index seq_len, Index windows, Index batch = 32) {
@@ -148,6 +149,7 @@ double bits_per_byte(Model<T, Proj>& model, const Bytes& text, Index seq_len, In
                                                seq_len);
   }
   windows = std::min(windows, available);
+  const Index stride = available / windows;  // in windows, >= 1
   Bytes tokens, targets;
   double nats = 0;
   for (Index first = 0; first < windows; first += batch) {
@@ -155,7 +157,7 @@ double bits_per_byte(Model<T, Proj>& model, const Bytes& text, Index seq_len, In
     tokens.resize(static_cast<std::size_t>(n * seq_len));
     targets.resize(tokens.size());
     for (Index w = 0; w < n; ++w) {
-      const auto at = text.begin() + static_cast<std::ptrdiff_t>((first + w) * seq_len);
+      const auto at = text.begin() + static_cast<std::ptrdiff_t>((first + w) * stride * seq_len);
       std::copy_n(at, seq_len, tokens.begin() + static_cast<std::ptrdiff_t>(w * seq_len));
       std::copy_n(at + 1, seq_len, targets.begin() + static_cast<std::ptrdiff_t>(w * seq_len));
     }
