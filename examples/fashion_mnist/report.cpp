@@ -1,43 +1,25 @@
-// Table, CSV and SVG of the study.
+// Table, CSV and SVG of the study (the plot and the statistics are examples/common's).
 #include "report.hpp"
 
-#include <algorithm>
-#include <cmath>
+#include "../common/report.hpp"
+#include "../common/statistics.hpp"
+
 #include <cstdio>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 namespace fashion_mnist {
 namespace {
 
-std::ofstream open_output(const char* where, const std::string& path) {
-  std::ofstream out(path, std::ios::trunc);
-  if (!out) lorakit::detail::fail<lorakit::IoError>(where, "cannot write '", path, "'");
-  return out;
-}
-
-std::string format(const char* pattern, double value) {
-  char text[64];
-  std::snprintf(text, sizeof text, pattern, value);
-  return text;
-}
+using lorakit_examples::format;
+using lorakit_examples::open_output;
 
 std::string with_thousands(Index value) {
   std::string digits = std::to_string(value), out;
   for (std::size_t i = 0; i < digits.size(); ++i) {
     if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
     out += digits[i];
-  }
-  return out;
-}
-
-std::string escape_xml(const std::string& text) {
-  std::string out;
-  for (char c : text) {
-    if (c == '<') out += "&lt;";
-    else if (c == '>') out += "&gt;";
-    else if (c == '&') out += "&amp;";
-    else out += c;
   }
   return out;
 }
@@ -53,20 +35,9 @@ long long steps_to_95(const Curve& curve) {
   return curve.back().step;
 }
 
-double mean(const std::vector<double>& values) {
-  if (values.empty()) return 0;
-  double sum = 0;
-  for (double v : values) sum += v;
-  return sum / static_cast<double>(values.size());
-}
+double mean(const std::vector<double>& values) { return lorakit_examples::mean(values); }
 
-double stddev(const std::vector<double>& values) {
-  if (values.size() < 2) return 0;
-  const double m = mean(values);
-  double sum = 0;
-  for (double v : values) sum += (v - m) * (v - m);
-  return std::sqrt(sum / static_cast<double>(values.size() - 1));
-}
+double stddev(const std::vector<double>& values) { return lorakit_examples::stddev(values); }
 
 std::string markdown_table(const std::vector<MethodSummary>& rows, int seeds) {
   std::ostringstream out;
@@ -95,59 +66,20 @@ void write_curves_csv(const std::string& path, const std::vector<RunRecord>& run
 }
 
 void write_curves_svg(const std::string& path, const std::vector<MethodSummary>& rows, const std::string& title) {
-  constexpr double width = 860, height = 520, left = 70, right = 290, top = 40, bottom = 60;
-  const double plot_w = width - left - right, plot_h = height - top - bottom;
-  long long max_step = 1;
-  double lo = 1, hi = 0;
+  std::vector<lorakit_examples::Series> series;
   for (const auto& row : rows) {
-    for (const auto& p : row.mean_curve) {
-      max_step = std::max(max_step, p.step);
-      lo = std::min(lo, p.accuracy);
-      hi = std::max(hi, p.accuracy);
-    }
+    lorakit_examples::Series s{row.name, {}};
+    for (const auto& p : row.mean_curve) s.points.emplace_back(static_cast<double>(p.step), p.accuracy);
+    series.push_back(std::move(s));
   }
-  // Round the accuracy axis out to whole 5% steps.
-  lo = std::max(0.0, std::floor(lo * 20) / 20);
-  hi = std::min(1.0, std::ceil(hi * 20) / 20);
-  if (hi <= lo) hi = lo + 0.05;
-  const auto x_of = [&](double step) { return left + plot_w * step / static_cast<double>(max_step); };
-  const auto y_of = [&](double acc) { return top + plot_h * (1 - (acc - lo) / (hi - lo)); };
-  static const char* colors[] = {"#000000", "#7f7f7f", "#1f77b4", "#ff7f0e", "#2ca02c",
-                                 "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"};
-
-  std::ofstream out = open_output("write_curves_svg", path);
-  out << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
-      << "\" font-family=\"sans-serif\" font-size=\"12\">\n";
-  out << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
-  out << "<text x=\"" << left << "\" y=\"24\" font-size=\"15\">" << escape_xml(title) << "</text>\n";
-  for (int i = 0; i <= 5; ++i) {  // grid and tick labels
-    const double acc = lo + (hi - lo) * i / 5, y = y_of(acc);
-    out << "<line x1=\"" << left << "\" y1=\"" << y << "\" x2=\"" << left + plot_w << "\" y2=\"" << y
-        << "\" stroke=\"#dddddd\"/>\n";
-    out << "<text x=\"" << left - 8 << "\" y=\"" << y + 4 << "\" text-anchor=\"end\">" << format("%.1f", 100 * acc)
-        << "</text>\n";
-    const double step = static_cast<double>(max_step) * i / 5, x = x_of(step);
-    out << "<text x=\"" << x << "\" y=\"" << top + plot_h + 18 << "\" text-anchor=\"middle\">" << format("%.0f", step)
-        << "</text>\n";
-  }
-  out << "<rect x=\"" << left << "\" y=\"" << top << "\" width=\"" << plot_w << "\" height=\"" << plot_h
-      << "\" fill=\"none\" stroke=\"black\"/>\n";
-  out << "<text x=\"" << left + plot_w / 2 << "\" y=\"" << height - 18
-      << "\" text-anchor=\"middle\">training step</text>\n";
-  out << "<text transform=\"translate(20," << top + plot_h / 2
-      << ") rotate(-90)\" text-anchor=\"middle\">validation accuracy (%)</text>\n";
-  for (std::size_t m = 0; m < rows.size(); ++m) {
-    const char* color = colors[m % (sizeof colors / sizeof colors[0])];
-    out << "<polyline fill=\"none\" stroke-width=\"2\" stroke=\"" << color << "\"" << (m >= 6 ? " stroke-dasharray=\"6 3\"" : "")
-        << " points=\"";
-    for (const auto& p : rows[m].mean_curve) out << x_of(static_cast<double>(p.step)) << ',' << y_of(p.accuracy) << ' ';
-    out << "\"/>\n";
-    const double y = top + 10 + 20 * static_cast<double>(m);
-    out << "<line x1=\"" << left + plot_w + 15 << "\" y1=\"" << y << "\" x2=\"" << left + plot_w + 40 << "\" y2=\"" << y
-        << "\" stroke-width=\"2\" stroke=\"" << color << "\"" << (m >= 6 ? " stroke-dasharray=\"6 3\"" : "") << "/>\n";
-    out << "<text x=\"" << left + plot_w + 46 << "\" y=\"" << y + 4 << "\">" << escape_xml(rows[m].name) << "</text>\n";
-  }
-  out << "</svg>\n";
+  lorakit_examples::Axis axis;  // accuracy in [0, 1], rounded out to whole 5% steps, labelled in percent
+  axis.label = "validation accuracy (%)";
+  axis.divisions = 20;
+  axis.label_scale = 100;
+  axis.tick_format = "%.1f";
+  axis.floor = 0;
+  axis.ceiling = 1;
+  lorakit_examples::write_curves_svg(path, series, title, axis);
 }
 
 }  // namespace fashion_mnist

@@ -23,18 +23,6 @@ struct CurvePoint {
 };
 using Curve = std::vector<CurvePoint>;
 
-/// Seconds on a steady clock, accumulated over intervals.
-class Stopwatch {
- public:
-  void start() { begin_ = std::chrono::steady_clock::now(); }
-  void stop() { total_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - begin_).count(); }
-  double seconds() const { return total_; }
-
- private:
-  std::chrono::steady_clock::time_point begin_;
-  double total_ = 0;
-};
-
 /// Minibatches of a dataset, reshuffled every epoch from the seed (the same sequence on every platform).
 class Batches {
  public:

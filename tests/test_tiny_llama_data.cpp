@@ -1,0 +1,87 @@
+// The text data of examples/tiny_llama: the three-way split, the training windows, gzip reading, and held-out bits
+// per byte against its closed form for a model that predicts every byte with probability 1/256.
+#include "text_data.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <zlib.h>
+
+#include <filesystem>
+#include <fstream>
+
+namespace {
+
+using namespace tiny_llama;
+
+Bytes counting_text(std::size_t n) {
+  Bytes text(n);
+  for (std::size_t i = 0; i < n; ++i) text[i] = static_cast<std::uint8_t>(i % 251);
+  return text;
+}
+
+TEST_CASE("tiny_llama split_text deals chunks out, one of each period to validation and test", "[tiny_llama]") {
+  const Bytes text = counting_text(10 * 20 * 100 + 37);  // 2,003 full chunks of 10 (100 periods of 20) and 7 bytes
+  const TextSplits s = split_text(text, 10, 20);
+  CHECK(s.train.size() + s.validation.size() + s.test.size() == text.size());
+  CHECK(s.validation.size() == 1000);  // chunks 18, 38, ..., 1998 of 10 bytes
+  CHECK(s.test.size() == 1000);         // chunks 19, 39, ..., 1999
+  CHECK(s.validation[0] == text[180]);
+  CHECK(s.test[0] == text[190]);
+  CHECK(s.validation[10] == text[380]);
+  CHECK(s.train[180] == text[200]);  // chunk 18 and 19 skipped in training
+  CHECK_THROWS_AS(split_text(counting_text(100), 10, 20), lorakit::ValueError);
+  CHECK_THROWS_AS(split_text(text, 10, 2), lorakit::ValueError);
+}
+
+TEST_CASE("tiny_llama Batches: targets are the next bytes, the same windows for the same seed", "[tiny_llama]") {
+  const Bytes text = counting_text(5000);
+  Batches a(text, 4, 8, 7), b(text, 4, 8, 7), c(text, 4, 8, 8);
+  a.next();
+  b.next();
+  c.next();
+  CHECK(a.tokens() == b.tokens());
+  CHECK(a.tokens() != c.tokens());
+  for (std::size_t i = 0; i < a.tokens().size(); ++i) {
+    CHECK(a.targets()[i] == static_cast<std::uint8_t>((a.tokens()[i] + 1) % 251));
+  }
+  CHECK_THROWS_AS(Batches(counting_text(8), 4, 8, 1), lorakit::ValueError);
+}
+
+TEST_CASE("tiny_llama bits_per_byte is 8 for a model that predicts uniformly", "[tiny_llama]") {
+  Config c;
+  c.dim = 8;
+  c.layers = 1;
+  c.heads = 2;
+  c.kv_heads = 1;
+  c.hidden = 8;
+  c.context = 16;
+  lorakit::Rng rng(3);
+  Weights<double> w = Weights<double>::random(c, rng);
+  w.lm_head.setZero();  // every logit 0: probability 1/256 for every byte
+  Model<double, Dense<double>> model(w, dense_projections<double>(false));
+  CHECK(bits_per_byte(model, counting_text(1000), 16, 20, 7) == Approx(8.0).epsilon(1e-12));
+  CHECK_THROWS_AS(bits_per_byte(model, counting_text(10), 16, 20), lorakit::ValueError);
+}
+
+TEST_CASE("tiny_llama read_gzip reads what zlib wrote, and rejects a corrupt file", "[tiny_llama]") {
+  const auto dir = std::filesystem::temp_directory_path() / "lorakit_test_tiny_llama_data";
+  std::filesystem::create_directories(dir);
+  const auto good = dir / "good.gz", bad = dir / "bad.gz";
+  const std::string text = "The Jargon File\n:hack: n.\n";
+  gzFile out = gzopen(good.string().c_str(), "wb");
+  REQUIRE(out != nullptr);
+  gzwrite(out, text.data(), static_cast<unsigned>(text.size()));
+  gzclose(out);
+  const Bytes read = read_gzip(good);
+  CHECK(std::string(read.begin(), read.end()) == text);
+  Bytes corrupt = read_file(good);
+  corrupt.resize(corrupt.size() - 12);  // truncated stream
+  corrupt[12] ^= 0xff;
+  std::ofstream(bad, std::ios::binary).write(reinterpret_cast<const char*>(corrupt.data()),
+                                             static_cast<std::streamsize>(corrupt.size()));
+  CHECK_THROWS_AS(read_gzip(bad), lorakit::IoError);
+  CHECK_THROWS_AS(read_gzip(dir / "missing.gz"), lorakit::IoError);
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
