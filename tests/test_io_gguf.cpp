@@ -479,6 +479,22 @@ TEST_CASE("load_gguf_lora reads a file of another writer (the test's own) with l
   const auto& lora = stored.adapters.at("blk.0.attn_q.weight");
   const Matrix<double> ab = (Matrix<double>(4, 1) << 1, 2, 3, 4).finished() * (Matrix<double>(1, 4) << 1, 2, 3, 4).finished();
   CHECK(lora.delta_weight() == 3.0 * ab);
+  // Saved again under llama.cpp's names, the rows stay in llama.cpp's order (no permutation, no n_head needed).
+  save_gguf_lora(dir / "again.gguf", stored.adapters);
+  const auto again = load_gguf_lora<double>(dir / "again.gguf");
+  REQUIRE(again.adapters.names() == std::vector<std::string>{"blk.0.attn_q.weight"});
+  CHECK(again.adapters.at("blk.0.attn_q.weight").B() == lora.B());
+  CHECK(GgufReader(dir / "again.gguf").matrix<double>("blk.0.attn_q.weight.lora_b") == lora.B());
+  // A user-extended table: the recorded names come back without the table.
+  auto extended = llama_options();
+  extended.names.push_back({"model.layers.{L}.attn.qkv", "blk.{L}.attn_qkv", GgufRowOrder::as_is, false});
+  AdapterSet<Lora<double>> custom;
+  custom.add("model.layers.2.attn.qkv", random_lora<double>(8, 24, 2, 4, false, 5));
+  save_gguf_lora(dir / "custom.gguf", custom, extended);
+  const auto custom_back = load_gguf_lora<double>(dir / "custom.gguf");
+  REQUIRE(custom_back.adapters.names() == custom.names());
+  CHECK(custom_back.adapters.at("model.layers.2.attn.qkv").B() ==
+        custom.at("model.layers.2.attn.qkv").B().cast<float>().cast<double>());
 
   GgufLoraOptions options;
   options.n_head = 2;

@@ -25,7 +25,6 @@ const context = await model.createContext({
 });
 const sequence = context.getSequence();
 const results = await sequence.controlledEvaluate(tokens.map((token) => [token, {generateNext: {logits: true}}]));
-const vocabulary = model.tokens.vocabularySize ?? model.fileInsights.tokenizer?.size;
 const lines = [];
 for (let i = 0; i < tokens.length; ++i) {
     const logits = results[i]?.next?.logits;

@@ -102,10 +102,12 @@ inline std::string fill_name_pattern(const std::string& pattern, const std::stri
 }
 
 /// The llama.cpp tensor (with ".weight") and rule of a module name; `rule` is null for a name given in
-/// llama.cpp's form that no rule knows (it passes through as is).
+/// llama.cpp's form that no rule knows (it passes through as is). `hf`: the name is a Hugging Face module path
+/// (its rows are in Hugging Face order); a name in llama.cpp's form has llama.cpp's row order already.
 struct GgufTarget {
   std::string tensor;
   const GgufNameRule* rule = nullptr;
+  bool hf = false;
 };
 
 inline std::string known_gguf_patterns(const std::vector<GgufNameRule>& rules) {
@@ -117,13 +119,13 @@ inline std::string known_gguf_patterns(const std::vector<GgufNameRule>& rules) {
 inline GgufTarget gguf_target(const char* where, const std::string& module, const std::vector<GgufNameRule>& rules) {
   const std::string name = strip_module_prefix(module);
   for (const auto& rule : rules) {
-    if (const auto layer = match_name_pattern(rule.hf, name)) return {fill_name_pattern(rule.gguf, *layer) + gguf_weight_suffix, &rule};
+    if (const auto layer = match_name_pattern(rule.hf, name)) return {fill_name_pattern(rule.gguf, *layer) + gguf_weight_suffix, &rule, true};
   }
   const std::string bare = ends_with(name, gguf_weight_suffix) ? name.substr(0, name.size() - 7) : name;
   for (const auto& rule : rules) {
-    if (match_name_pattern(rule.gguf, bare)) return {bare + gguf_weight_suffix, &rule};
+    if (match_name_pattern(rule.gguf, bare)) return {bare + gguf_weight_suffix, &rule, false};
   }
-  if (ends_with(name, gguf_weight_suffix)) return {name, nullptr};  // another llama.cpp tensor, named as stored
+  if (ends_with(name, gguf_weight_suffix)) return {name, nullptr, false};  // another llama.cpp tensor, named as stored
   lorakit::detail::fail<ValueError>(where, "adapter '", module, "' has no llama.cpp name: expected a module path of the table ",
                    "(GgufLoraOptions::names), a llama.cpp name of it, or a llama.cpp tensor name ending in '.weight'; "
                    "the known patterns are:", known_gguf_patterns(rules));
@@ -180,6 +182,9 @@ Matrix<typename Derived::Scalar> unpermute_heads(const Eigen::MatrixBase<Derived
 
 inline const char* lorakit_n_head_key = "lorakit.n_head";
 inline const char* lorakit_n_head_kv_key = "lorakit.n_head_kv";
+inline const char* lorakit_names_key = "lorakit.module_names";
+inline const char* lorakit_row_heads_key = "lorakit.row_heads";
+inline const char* lorakit_flipped_key = "lorakit.flipped";
 
 }  // namespace detail
 
@@ -200,12 +205,15 @@ float gguf_file_alpha(const AdapterSet<Lora<T>>& adapters) {
 ///
 /// Keys: `general.type` = "adapter", `general.architecture` = options.architecture, `adapter.type` = "lora",
 /// `adapter.lora.alpha` (FLOAT32) = \f$\alpha_f\f$ = gguf_file_alpha(adapters), and lorakit's own
-/// `lorakit.n_head`, `lorakit.n_head_kv` (UINT32, ignored by llama.cpp). Tensors, per adapter, in set order:
+/// `lorakit.n_head`, `lorakit.n_head_kv` (UINT32) and, one entry per tensor pair, `lorakit.module_names` (the
+/// adapters' names), `lorakit.row_heads` (UINT32: the heads whose rows were permuted, 0 for none) and
+/// `lorakit.flipped` (BOOL: the embedding layout), which llama.cpp ignores. Tensors, per adapter, in set order:
 /// `<tensor>.lora_a` = A (ggml ne = [in, r]) and `<tensor>.lora_b` = B' (ne = [r, out]), with the tensor named
 /// by options.names. llama.cpp adds \f$(\alpha_f / r)\, B' A\f$, so each layer's own scaling is baked into B:
 /// \f[ B' = P\,B\,\frac{s\,r}{\alpha_f}, \f]
 /// exactly B where \f$s r = \alpha_f\f$ (uniform rank and alpha: no rounding at all in F32). P is llama.cpp's
-/// q/k row permutation (query: n_head heads, key: n_head_kv heads) or the identity. For token_embd the factors
+/// q/k row permutation (query: n_head heads, key: n_head_kv heads) for adapters named by Hugging Face module
+/// paths, and the identity for adapters named in llama.cpp's form (their rows are in llama.cpp's order already). For token_embd the factors
 /// are stored as llama.cpp applies them: lora_a = B' (ne = [r, vocab]) and lora_b = \f$A^\top\f$ (ne = [r, hidden]).
 ///
 /// Errors, before anything is written: an empty set, an empty architecture, a dtype other than F32, F16, BF16,
@@ -231,11 +239,14 @@ void save_gguf_lora(const std::filesystem::path& file, const AdapterSet<Lora<T>>
   writer.set(detail::lorakit_n_head_key, GgufValue::make_uint32(static_cast<std::uint32_t>(options.n_head)));
   writer.set(detail::lorakit_n_head_kv_key, GgufValue::make_uint32(static_cast<std::uint32_t>(options.n_head_kv)));
   std::map<std::string, std::string> owners;  // tensor -> module
+  std::vector<std::string> modules;
+  std::vector<GgufValue> row_heads, flipped;
   for (const auto& [name, lora] : adapters) {
+    modules.push_back(name);
     const detail::GgufTarget target = detail::gguf_target(where, name, options.names);
     const auto [it, fresh] = owners.emplace(target.tensor, name);
     if (!fresh) lorakit::detail::fail<ValueError>(where, "adapters '", it->second, "' and '", name, "' both map to '", target.tensor, "'");
-    const GgufRowOrder order = target.rule ? target.rule->rows : GgufRowOrder::as_is;
+    const GgufRowOrder order = target.rule && target.hf ? target.rule->rows : GgufRowOrder::as_is;
     if (order != GgufRowOrder::as_is && options.n_head == 0 && options.architecture == "llama") {
       lorakit::detail::fail<ValueError>(where, "adapter '", name, "' is a llama q/k projection, whose rows llama.cpp's converter ",
                                         "permutes per head: set options.n_head and options.n_head_kv");
@@ -248,6 +259,8 @@ void save_gguf_lora(const std::filesystem::path& file, const AdapterSet<Lora<T>>
       detail::check_permutable(where, name, B.rows(), heads);
       B = detail::permute_heads(B, heads);
     }
+    row_heads.push_back(GgufValue::make_uint32(static_cast<std::uint32_t>(heads)));
+    flipped.push_back(GgufValue::make_bool(target.rule && target.rule->embedding));
     if (target.rule && target.rule->embedding) {
       writer.add(target.tensor + ".lora_a", B, options.dtype);
       writer.add(target.tensor + ".lora_b", lora.A().transpose(), options.dtype);
@@ -256,12 +269,16 @@ void save_gguf_lora(const std::filesystem::path& file, const AdapterSet<Lora<T>>
       writer.add(target.tensor + ".lora_b", B, options.dtype);
     }
   }
+  writer.set(detail::lorakit_names_key, GgufValue::make_strings(modules));
+  writer.set(detail::lorakit_row_heads_key, GgufValue::make_array(GgufType::uint32, std::move(row_heads)));
+  writer.set(detail::lorakit_flipped_key, GgufValue::make_array(GgufType::boolean, std::move(flipped)));
   writer.write(file);
 }
 
-/// Reads a llama.cpp LoRA adapter. Files written by save_gguf_lora carry the head counts, so their adapters come
-/// back named by Hugging Face module paths with the q/k rows in Hugging Face order; files of other tools are read
-/// with llama.cpp's names and row order, unless `options` is given (then its table and head counts are used).
+/// Reads a llama.cpp LoRA adapter. Files written by save_gguf_lora carry the head counts and the adapters' names,
+/// so their adapters come back under the names they were saved with, the q/k rows of those named by Hugging Face
+/// module paths in Hugging Face order; files of other tools are read with llama.cpp's names and row order, unless
+/// `options` is given (then its table and head counts are used).
 /// Either way each adapter's delta_weight() is the update llama.cpp applies: \f$(\alpha / r)\,B A\f$.
 ///
 /// Errors (IoError, naming the file): a malformed GGUF file (see GgufReader); `general.type` not "adapter" or
@@ -304,11 +321,15 @@ GgufLoraAdapter<T> load_gguf_lora_impl(const std::filesystem::path& file, const 
   const GgufLoraOptions defaults;
   const std::vector<GgufNameRule>& rules = given ? given->names : defaults.names;
   const bool map_names = own || given != nullptr;
+  const GgufValue* recorded = own && given == nullptr ? reader.find(lorakit_names_key) : nullptr;
+  const GgufValue* recorded_heads = recorded ? reader.find(lorakit_row_heads_key) : nullptr;
+  const GgufValue* recorded_flipped = recorded ? reader.find(lorakit_flipped_key) : nullptr;
   out.n_head = given ? given->n_head : head_count(lorakit_n_head_key);
   out.n_head_kv = given ? given->n_head_kv : head_count(lorakit_n_head_kv_key);
   for (const auto& key : reader.keys()) {
     if (key != "general.type" && key != "adapter.type" && key != "general.architecture" && key != "adapter.lora.alpha" &&
-        key != lorakit_n_head_key && key != lorakit_n_head_kv_key) {
+        key != lorakit_n_head_key && key != lorakit_n_head_kv_key && key != lorakit_names_key &&
+        key != lorakit_row_heads_key && key != lorakit_flipped_key) {
       out.metadata.emplace(key, reader.values().at(key));
     }
   }
@@ -322,20 +343,45 @@ GgufLoraAdapter<T> load_gguf_lora_impl(const std::filesystem::path& file, const 
     if (factors.count(base) == 0) order.push_back(base);
     (is_a ? factors[base].first : factors[base].second) = tensor.name;
   }
-  for (const auto& base : order) {
+  const auto check_recorded = [&](const GgufValue* value, const char* key, GgufType type) {
+    if (value == nullptr || value->type != GgufType::array || value->element_type != type || value->array.size() != order.size()) {
+      bad(key, " is missing or not an array of ", order.size(), " ", gguf_type_name(type), " (one per tensor pair)");
+    }
+  };
+  if (recorded != nullptr) {
+    check_recorded(recorded, lorakit_names_key, GgufType::string);
+    check_recorded(recorded_heads, lorakit_row_heads_key, GgufType::uint32);
+    check_recorded(recorded_flipped, lorakit_flipped_key, GgufType::boolean);
+  }
+  for (std::size_t pair = 0; pair < order.size(); ++pair) {
+    const std::string& base = order[pair];
     const auto& [a_name, b_name] = factors.at(base);
     if (a_name.empty() || b_name.empty()) bad("tensor '", base, "' has ", a_name.empty() ? "a .lora_b but no .lora_a" : "a .lora_a but no .lora_b");
     const GgufTensorInfo& a = reader.info(a_name);
     const GgufTensorInfo& b = reader.info(b_name);
     if (a.ne.size() != 2 || b.ne.size() != 2) bad("the factors of '", base, "' have ne ", shape_string(a.ne), " and ", shape_string(b.ne), ", expected 2-D tensors");
-    const auto mapped = map_names ? hf_module(base, rules) : std::nullopt;
-    const GgufNameRule* rule = mapped ? mapped->second : nullptr;
-    if (!rule) {  // the embedding rule is known from the llama.cpp name even when names are kept as stored
-      for (const auto& r : rules) {
-        if (r.embedding && match_name_pattern(r.gguf + gguf_weight_suffix, base)) rule = &r;
+    // The module name, row order and layout: as recorded by save_gguf_lora, else through the table.
+    std::string name = base;
+    bool embedding = false;
+    Index heads = 0;
+    if (recorded != nullptr) {
+      name = recorded->array[pair].string;
+      heads = static_cast<Index>(recorded_heads->array[pair].uint);
+      embedding = recorded_flipped->array[pair].boolean;
+    } else {
+      const auto mapped = map_names ? hf_module(base, rules) : std::nullopt;
+      const GgufNameRule* rule = mapped ? mapped->second : nullptr;
+      if (!rule) {  // the embedding rule is known from the llama.cpp name even when names are kept as stored
+        for (const auto& r : rules) {
+          if (r.embedding && match_name_pattern(r.gguf + gguf_weight_suffix, base)) rule = &r;
+        }
+      }
+      embedding = rule && rule->embedding;
+      if (mapped) {
+        name = mapped->first;
+        heads = permuted_heads(rule->rows, out.n_head, out.n_head_kv);
       }
     }
-    const bool embedding = rule && rule->embedding;
     // PEFT orientation: A [r x in], B [out x r].
     Matrix<T> A, B;
     if (embedding) {
@@ -347,7 +393,6 @@ GgufLoraAdapter<T> load_gguf_lora_impl(const std::filesystem::path& file, const 
       A = reader.matrix<T>(a_name);
       B = reader.matrix<T>(b_name);
     }
-    const Index heads = map_names && rule ? permuted_heads(rule->rows, out.n_head, out.n_head_kv) : 0;
     if (heads > 0) {
       if (B.rows() % (2 * heads) != 0) bad("'", base, "' has ", B.rows(), " output rows, which do not split into ", heads, " heads of an even size");
       B = unpermute_heads(B, heads);
@@ -357,7 +402,6 @@ GgufLoraAdapter<T> load_gguf_lora_impl(const std::filesystem::path& file, const 
     config.rank = A.rows();
     config.alpha = out.alpha != 0 ? out.alpha : static_cast<double>(config.rank);  // llama.cpp: alpha 0 scales by 1
     config.init = LoraInit::zeros;
-    const std::string name = mapped ? mapped->first : base;
     try {
       if (config.rank < 1 || config.rank > std::min(A.cols(), B.rows())) {
         lorakit::detail::fail<ValueError>(where, "rank ", config.rank, " is outside [1, min(in, out) = ", std::min(A.cols(), B.rows()), "]");
