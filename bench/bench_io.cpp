@@ -6,9 +6,14 @@
 // load_peft:        load_peft<float> of that folder (the file is in the page cache, as it is for the copy)
 // copy_file:        std::filesystem::copy_file of adapter_model.safetensors (no fsync)
 // copy_file_fsync:  the same, then fsync of the copy (what save_peft's durability costs a plain copy)
+// save_gguf_lora:   the same adapters as a llama.cpp GGUF adapter (F32; q/k rows permuted, as for a llama model
+//                   of 32 heads), written to a temporary file, fsynced, renamed
+// load_gguf_lora:   load_gguf_lora<float> of that file (rows put back, names mapped back)
+// copy_gguf_fsync:  copy_file of the GGUF file, then fsync
 // After the runs, a table gives each one's MB/s and its ratio to copy_file (and save to copy_file_fsync).
 #include <benchmark/benchmark.h>
 
+#include <lorakit/io/gguf_lora.hpp>
 #include <lorakit/io/peft.hpp>
 
 #include <fcntl.h>
@@ -46,7 +51,16 @@ struct Workload {
     }
     lorakit::io::save_peft(folder / "saved", adapters);
     file_bytes = static_cast<double>(fs::file_size(folder / "saved" / lorakit::io::peft_weights_file));
+    gguf_options.n_head = 32;
+    gguf_options.n_head_kv = 32;
+    // The workload names every projection under self_attn: map the MLP names there too.
+    for (const char* p : {"gate", "up", "down"}) {
+      gguf_options.names.push_back({std::string("model.layers.{L}.self_attn.") + p + "_proj", std::string("blk.{L}.ffn_") + p});
+    }
+    lorakit::io::save_gguf_lora(gguf(), adapters, gguf_options);
+    gguf_bytes = static_cast<double>(fs::file_size(gguf()));
   }
+  fs::path gguf() const { return folder / "saved.gguf"; }
   ~Workload() {
     std::error_code ignored;
     fs::remove_all(folder, ignored);
@@ -56,6 +70,8 @@ struct Workload {
   fs::path folder;
   lorakit::AdapterSet<lorakit::Lora<T>> adapters;
   double file_bytes = 0;
+  lorakit::io::GgufLoraOptions gguf_options;
+  double gguf_bytes = 0;
 };
 
 Workload& workload() {
@@ -93,10 +109,10 @@ void load_peft(benchmark::State& state) {
   finish(state);
 }
 
-void copy(benchmark::State& state, bool sync) {
-  const fs::path target = workload().folder / "copy.safetensors";
+void copy(benchmark::State& state, bool sync, const fs::path& source = workload().weights()) {
+  const fs::path target = workload().folder / ("copy" + source.extension().string());
   for (auto _ : state) {
-    fs::copy_file(workload().weights(), target, fs::copy_options::overwrite_existing);
+    fs::copy_file(source, target, fs::copy_options::overwrite_existing);
     if (sync) {
       const int fd = ::open(target.c_str(), O_RDONLY);
       if (fd < 0 || ::fsync(fd) != 0) state.SkipWithError("fsync of the copy failed");
@@ -108,6 +124,29 @@ void copy(benchmark::State& state, bool sync) {
 
 void copy_file(benchmark::State& state) { copy(state, false); }
 void copy_file_fsync(benchmark::State& state) { copy(state, true); }
+
+void finish_gguf(benchmark::State& state) {
+  state.SetBytesProcessed(static_cast<std::int64_t>(workload().gguf_bytes) * state.iterations());
+  state.counters["MB"] = workload().gguf_bytes / 1e6;
+}
+
+void save_gguf_lora(benchmark::State& state) {
+  for (auto _ : state) lorakit::io::save_gguf_lora(workload().folder / "save.gguf", workload().adapters, workload().gguf_options);
+  finish_gguf(state);
+}
+
+void load_gguf_lora(benchmark::State& state) {
+  for (auto _ : state) {
+    auto adapter = lorakit::io::load_gguf_lora<T>(workload().gguf());
+    benchmark::DoNotOptimize(adapter.adapters.size());
+  }
+  finish_gguf(state);
+}
+
+void copy_gguf_fsync(benchmark::State& state) {
+  copy(state, true, workload().gguf());
+  finish_gguf(state);
+}
 
 /// Prints the usual console output and keeps each run's MB/s for the ratio table.
 class RatioReporter : public benchmark::ConsoleReporter {
@@ -129,6 +168,9 @@ BENCHMARK(write_nosync)->Unit(benchmark::kMillisecond)->UseRealTime()->Iteration
 BENCHMARK(load_peft)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(5);
 BENCHMARK(copy_file)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(5);
 BENCHMARK(copy_file_fsync)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(5);
+BENCHMARK(save_gguf_lora)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(5);
+BENCHMARK(load_gguf_lora)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(5);
+BENCHMARK(copy_gguf_fsync)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(5);
 
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
@@ -143,6 +185,9 @@ int main(int argc, char** argv) {
   }
   if (rate("copy_file_fsync") > 0) {
     std::printf("save_peft / copy_file_fsync = %.2f\n", rate("save_peft") / rate("copy_file_fsync"));
+  }
+  if (rate("copy_gguf_fsync") > 0) {
+    std::printf("save_gguf_lora / copy_gguf_fsync = %.2f\n", rate("save_gguf_lora") / rate("copy_gguf_fsync"));
   }
   benchmark::Shutdown();
   return 0;

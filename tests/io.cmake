@@ -89,3 +89,31 @@ if(LORAKIT_FUZZ AND LORAKIT_FUZZ_WORKS)
   math(EXPR fuzz_config_timeout "${LORAKIT_FUZZ_CONFIG_SECONDS} + 120")
   set_tests_properties(io_fuzz_peft_config PROPERTIES TIMEOUT ${fuzz_config_timeout} ENVIRONMENT "ASAN_OPTIONS=detect_leaks=1")
 endif()
+
+# The GGUF reader's fuzzer, built and run like the safetensors one (same clang probe, its own corpus and seeds).
+set(LORAKIT_FUZZ_GGUF_SECONDS 20 CACHE STRING "Seconds the GGUF fuzz test runs")
+if(LORAKIT_FUZZ AND LORAKIT_FUZZ_WORKS)
+  set(fuzz_gguf_binary ${CMAKE_CURRENT_BINARY_DIR}/fuzz_gguf)
+  file(GLOB fuzz_gguf_headers CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/include/lorakit/io/*.hpp
+       ${PROJECT_SOURCE_DIR}/include/lorakit/core/*.hpp ${PROJECT_SOURCE_DIR}/include/lorakit/adapter/*.hpp)
+  add_custom_command(
+    OUTPUT ${fuzz_gguf_binary}
+    COMMAND ${LORAKIT_FUZZ_CXX} -std=c++17 -O1 -g -fno-omit-frame-pointer
+            -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+            -I${PROJECT_SOURCE_DIR}/include
+            "-I$<JOIN:$<TARGET_PROPERTY:Eigen3::Eigen,INTERFACE_INCLUDE_DIRECTORIES>,;-I>"
+            "-I$<JOIN:$<TARGET_PROPERTY:nlohmann_json::nlohmann_json,INTERFACE_INCLUDE_DIRECTORIES>,;-I>"
+            ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/fuzz_gguf.cpp -o ${fuzz_gguf_binary}
+    DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/fuzz_gguf.cpp ${fuzz_gguf_headers}
+    COMMAND_EXPAND_LISTS
+    COMMENT "Building the GGUF fuzzer with ${LORAKIT_FUZZ_CXX}")
+  add_custom_target(fuzz_gguf ALL DEPENDS ${fuzz_gguf_binary})
+  file(MAKE_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR}/fuzz_gguf_corpus)
+  add_test(NAME io_fuzz_gguf
+           COMMAND ${fuzz_gguf_binary} -max_total_time=${LORAKIT_FUZZ_GGUF_SECONDS} -max_len=4096 -rss_limit_mb=2048
+                   -timeout=10 -print_final_stats=1 -dict=${CMAKE_CURRENT_SOURCE_DIR}/fuzz/gguf.dict
+                   -artifact_prefix=${CMAKE_CURRENT_BINARY_DIR}/fuzz-gguf-
+                   ${CMAKE_CURRENT_BINARY_DIR}/fuzz_gguf_corpus ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/gguf_seeds)
+  math(EXPR fuzz_gguf_timeout "${LORAKIT_FUZZ_GGUF_SECONDS} + 120")
+  set_tests_properties(io_fuzz_gguf PROPERTIES TIMEOUT ${fuzz_gguf_timeout} ENVIRONMENT "ASAN_OPTIONS=detect_leaks=1")
+endif()

@@ -29,5 +29,6 @@
 #include "lorakit/rank/budget.hpp"
 #include "lorakit/rank/rank_schedule.hpp"
 #include "lorakit/rank/squeeze.hpp"
+#include "lorakit/rank/vera_to_lora.hpp"
 
 #include "lorakit/serve/adapter_bank.hpp"

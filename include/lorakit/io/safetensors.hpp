@@ -330,6 +330,55 @@ class SafetensorsReader {
   std::map<std::string, std::size_t> index_;
 };
 
+namespace detail {
+
+/// Encodes `count` values of one row as `dtype` (little-endian). Errors (ValueError): a finite value overflows.
+template <class T>
+void encode(const char* where, const std::string& name, const T* in, std::size_t count, Index row, Dtype dtype,
+            unsigned char* out) {
+  if ((std::is_same_v<T, float> && dtype == Dtype::F32) || (std::is_same_v<T, double> && dtype == Dtype::F64)) {
+    std::memcpy(out, in, count * sizeof(T));
+    return;
+  }
+  for (std::size_t j = 0; j < count; ++j) {
+    const double v = static_cast<double>(in[j]);
+    bool overflow = false;
+    switch (dtype) {
+      case Dtype::F64: std::memcpy(out + 8 * j, &v, 8); break;
+      case Dtype::F32: {
+        const float f = double_to_float(v);
+        overflow = std::isinf(f) && std::isfinite(v);
+        std::memcpy(out + 4 * j, &f, 4);
+        break;
+      }
+      case Dtype::F16:
+      case Dtype::BF16: {
+        const std::uint16_t h = dtype == Dtype::F16 ? double_to_half(v) : double_to_bfloat16(v);
+        overflow = std::isfinite(v) && (h & 0x7FFFu) == (dtype == Dtype::F16 ? 0x7C00u : 0x7F80u);
+        std::memcpy(out + 2 * j, &h, 2);
+        break;
+      }
+    }
+    if (overflow) {
+      lorakit::detail::fail<ValueError>(where, "tensor '", name, "': the value ", v, " at row ", row, ", column ", j,
+                                        " overflows ", dtype_name(dtype), " (largest finite ", dtype_max(dtype), ")");
+    }
+  }
+}
+
+/// Encodes the rows of `rows` one after the other (a Ref: a row-major copy is made only when needed).
+template <class T>
+void encode_rows(const char* where, const std::string& name, const Eigen::Ref<const Matrix<T>>& rows,
+                 Dtype dtype, unsigned char* out) {
+  for (Index i = 0; i < rows.rows(); ++i) {
+    const auto count = static_cast<std::size_t>(rows.cols());
+    encode(where, name, rows.row(i).data(), count, i, dtype, out);
+    out += count * dtype_size(dtype);
+  }
+}
+
+}  // namespace detail
+
 /// Builds a safetensors file: add tensors (converted to the dtype chosen for each), then `write` it.
 /// Tensors are laid out by element size (largest first) then name, so every tensor is aligned to its element
 /// size, as the reference implementation does; the header is padded with spaces to a multiple of 8 bytes.
@@ -376,9 +425,9 @@ class SafetensorsWriter {
     entry.bytes.resize(static_cast<std::size_t>(values.size()) * dtype_size(dtype));
     // A column vector is encoded as one row (the same element order).
     if constexpr (Derived::ColsAtCompileTime == 1) {
-      encode_rows<T>(where, name, values.transpose(), dtype, entry.bytes.data());
+      detail::encode_rows<T>(where, name, values.transpose(), dtype, entry.bytes.data());
     } else {
-      encode_rows<T>(where, name, values.derived(), dtype, entry.bytes.data());
+      detail::encode_rows<T>(where, name, values.derived(), dtype, entry.bytes.data());
     }
     names_.insert(name);
     entries_.push_back(std::move(entry));
@@ -422,50 +471,6 @@ class SafetensorsWriter {
     std::vector<std::int64_t> shape;
     std::vector<unsigned char> bytes;
   };
-
-  /// Encodes the rows of `rows` one after the other (a Ref: a row-major copy is made only when needed).
-  template <class T>
-  static void encode_rows(const char* where, const std::string& name, const Eigen::Ref<const Matrix<T>>& rows,
-                          Dtype dtype, unsigned char* out) {
-    for (Index i = 0; i < rows.rows(); ++i) {
-      const auto count = static_cast<std::size_t>(rows.cols());
-      encode(where, name, rows.row(i).data(), count, i, dtype, out);
-      out += count * dtype_size(dtype);
-    }
-  }
-
-  template <class T>
-  static void encode(const char* where, const std::string& name, const T* in, std::size_t count, Index row, Dtype dtype,
-                     unsigned char* out) {
-    if ((std::is_same_v<T, float> && dtype == Dtype::F32) || (std::is_same_v<T, double> && dtype == Dtype::F64)) {
-      std::memcpy(out, in, count * sizeof(T));
-      return;
-    }
-    for (std::size_t j = 0; j < count; ++j) {
-      const double v = static_cast<double>(in[j]);
-      bool overflow = false;
-      switch (dtype) {
-        case Dtype::F64: std::memcpy(out + 8 * j, &v, 8); break;
-        case Dtype::F32: {
-          const float f = double_to_float(v);
-          overflow = std::isinf(f) && std::isfinite(v);
-          std::memcpy(out + 4 * j, &f, 4);
-          break;
-        }
-        case Dtype::F16:
-        case Dtype::BF16: {
-          const std::uint16_t h = dtype == Dtype::F16 ? double_to_half(v) : double_to_bfloat16(v);
-          overflow = std::isfinite(v) && (h & 0x7FFFu) == (dtype == Dtype::F16 ? 0x7C00u : 0x7F80u);
-          std::memcpy(out + 2 * j, &h, 2);
-          break;
-        }
-      }
-      if (overflow) {
-        lorakit::detail::fail<ValueError>(where, "tensor '", name, "': the value ", v, " at row ", row, ", column ", j,
-                                          " overflows ", dtype_name(dtype), " (largest finite ", dtype_max(dtype), ")");
-      }
-    }
-  }
 
   std::map<std::string, std::string> metadata_;
   std::vector<Entry> entries_;
