@@ -110,7 +110,7 @@ TEMPLATE_TEST_CASE("OLoRA: B and A are the leading columns of Q and rows of R in
   CHECK(relative_error(sum, Eigen::MatrixXd(W_before.template cast<double>())) < tol);
 }
 
-TEMPLATE_TEST_CASE("pissa_to_lora gives a rank-2r LoRA on the original W; compressed, the best rank-r one", "[pissa]",
+TEMPLATE_TEST_CASE("pissa_to_lora gives a rank-2r LoRA on the original W, and compressed the best rank-r one", "[pissa]",
                    float, double) {
   using T = TestType;
   const double tol = std::is_same_v<T, float> ? 1e-4 : 1e-11;
