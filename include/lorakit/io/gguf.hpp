@@ -502,22 +502,8 @@ class GgufWriter {
     if (ne.empty() || ne.size() > gguf_max_dims) {
       lorakit::detail::fail<ValueError>(where, "tensor '", name, "' has ", ne.size(), " sizes, expected 1 to ", gguf_max_dims);
     }
-    std::int64_t numel = 1;
-    for (const auto d : ne) {
-      if (d < 0) lorakit::detail::fail<ValueError>(where, "tensor '", name, "': ne ", detail::shape_string(ne), " has a negative size");
-      numel *= d;
-    }
-    if (numel != static_cast<std::int64_t>(values.size())) {
-      lorakit::detail::fail<ShapeError>(where, "tensor '", name, "': ne ", detail::shape_string(ne), " holds ", numel,
-                                        " elements, but the values have ", values.size());
-    }
-    Entry entry{name, dtype, std::move(ne), {}};
-    entry.bytes.resize(static_cast<std::size_t>(values.size()) * dtype_size(dtype));
-    if constexpr (Derived::ColsAtCompileTime == 1) {
-      detail::encode_rows<T>(where, name, values.transpose(), dtype, entry.bytes.data());
-    } else {
-      detail::encode_rows<T>(where, name, values.derived(), dtype, entry.bytes.data());
-    }
+    std::vector<unsigned char> bytes = detail::encode_tensor(where, name, values, dtype, ne, "ne");
+    Entry entry{name, dtype, std::move(ne), std::move(bytes)};
     names_.insert(name);
     entries_.push_back(std::move(entry));
   }

@@ -377,6 +377,33 @@ void encode_rows(const char* where, const std::string& name, const Eigen::Ref<co
   }
 }
 
+/// The bytes of a tensor of `shape` holding `values` (a matrix, or a column vector as one row: the same element
+/// order) converted to `dtype`, for both writers (safetensors, GGUF). `shape_name` names the shape in messages.
+/// Errors: a negative size (ValueError); a shape whose element count is not the values' (ShapeError); a finite
+/// value that overflows `dtype` (ValueError).
+template <class Derived>
+std::vector<unsigned char> encode_tensor(const char* where, const std::string& name,
+                                         const Eigen::MatrixBase<Derived>& values, Dtype dtype,
+                                         const std::vector<std::int64_t>& shape, const char* shape_name) {
+  using T = typename Derived::Scalar;
+  std::int64_t numel = 1;
+  for (const auto d : shape) {
+    if (d < 0) lorakit::detail::fail<ValueError>(where, "tensor '", name, "': ", shape_name, " ", shape_string(shape), " has a negative size");
+    numel *= d;
+  }
+  if (numel != static_cast<std::int64_t>(values.size())) {
+    lorakit::detail::fail<ShapeError>(where, "tensor '", name, "': ", shape_name, " ", shape_string(shape), " holds ", numel,
+                                      " elements, but the values have ", values.size());
+  }
+  std::vector<unsigned char> bytes(static_cast<std::size_t>(values.size()) * dtype_size(dtype));
+  if constexpr (Derived::ColsAtCompileTime == 1) {
+    encode_rows<T>(where, name, values.transpose(), dtype, bytes.data());
+  } else {
+    encode_rows<T>(where, name, values.derived(), dtype, bytes.data());
+  }
+  return bytes;
+}
+
 }  // namespace detail
 
 /// Builds a safetensors file: add tensors (converted to the dtype chosen for each), then `write` it.
@@ -412,23 +439,8 @@ class SafetensorsWriter {
       lorakit::detail::fail<ValueError>(where, "tensor name '", name, "' is not allowed (empty or reserved)");
     }
     if (names_.count(name) != 0) lorakit::detail::fail<ValueError>(where, "tensor '", name, "' was already added");
-    std::int64_t numel = 1;
-    for (const auto d : shape) {
-      if (d < 0) lorakit::detail::fail<ValueError>(where, "tensor '", name, "': shape ", detail::shape_string(shape), " has a negative size");
-      numel *= d;
-    }
-    if (numel != static_cast<std::int64_t>(values.size())) {
-      lorakit::detail::fail<ShapeError>(where, "tensor '", name, "': shape ", detail::shape_string(shape), " holds ", numel,
-                                        " elements, but the values have ", values.size());
-    }
-    Entry entry{name, dtype, std::move(shape), {}};
-    entry.bytes.resize(static_cast<std::size_t>(values.size()) * dtype_size(dtype));
-    // A column vector is encoded as one row (the same element order).
-    if constexpr (Derived::ColsAtCompileTime == 1) {
-      detail::encode_rows<T>(where, name, values.transpose(), dtype, entry.bytes.data());
-    } else {
-      detail::encode_rows<T>(where, name, values.derived(), dtype, entry.bytes.data());
-    }
+    std::vector<unsigned char> bytes = detail::encode_tensor(where, name, values, dtype, shape, "shape");
+    Entry entry{name, dtype, std::move(shape), std::move(bytes)};
     names_.insert(name);
     entries_.push_back(std::move(entry));
   }
