@@ -5,7 +5,8 @@ find_package(nlohmann_json 3 REQUIRED)
 option(LORAKIT_LLAMA_CPP_TESTS "Test GGUF adapters on the real llama.cpp (needs Node.js and npm's node-llama-cpp)" ON)
 if(LORAKIT_LLAMA_CPP_TESTS AND TARGET lorakit-convert)
   add_executable(test_llama_cpp ${CMAKE_CURRENT_SOURCE_DIR}/llama_cpp/test_llama_cpp.cpp)
-  target_link_libraries(test_llama_cpp PRIVATE Catch2::Catch2 lorakit::lorakit nlohmann_json::nlohmann_json lorakit_warnings)
+  target_link_libraries(test_llama_cpp PRIVATE Catch2::Catch2 lorakit::lorakit lorakit_eigen_decompositions
+                                             nlohmann_json::nlohmann_json lorakit_warnings)
   target_compile_options(test_llama_cpp PRIVATE $<$<CXX_COMPILER_ID:GNU>:-Wno-maybe-uninitialized>)
   target_compile_definitions(test_llama_cpp PRIVATE
     LORAKIT_LLAMA_CPP_DIR="${CMAKE_CURRENT_SOURCE_DIR}/llama_cpp"
