@@ -201,7 +201,9 @@ TEMPLATE_TEST_CASE("Vera gradients match central finite differences at random la
   const Index in = 9, out = 7, r = 12, n = 5;
   auto projections = std::make_shared<const VeraProjections<T>>(r, 10, 8, 5);
   auto vera = random_vera<T>(projections, in, out);
-  const auto [A, B] = dense_blocks(vera);
+  const auto blocks = dense_blocks(vera);  // named, not a structured binding: the lambda below reads them
+  const Matrix<double>& A = blocks.first;
+  const Matrix<double>& B = blocks.second;
 
   // L(b, d, x) = sum(G ⊙ (x A^T diag(d) B^T diag(b))), in double, written out independently of Vera.
   Vector<double> b = vera.lambda_b().template cast<double>(), d = vera.lambda_d().template cast<double>();
