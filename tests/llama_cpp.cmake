@@ -16,3 +16,14 @@ if(LORAKIT_LLAMA_CPP_TESTS AND TARGET lorakit-convert)
 elseif(LORAKIT_LLAMA_CPP_TESTS)
   message(STATUS "lorakit: LORAKIT_BUILD_TOOLS is off, so the llama.cpp interop test (which runs lorakit-convert) is not built")
 endif()
+
+# The tiny llama of examples/tiny_llama (its headers) exported as a GGUF base model and a GGUF LoRA adapter, whose
+# logits on the real llama.cpp must equal the C++ model's; the same skip (77) without node or the package.
+if(LORAKIT_LLAMA_CPP_TESTS)
+  add_executable(test_tiny_llama_gguf ${CMAKE_CURRENT_SOURCE_DIR}/llama_cpp/test_tiny_llama_gguf.cpp)
+  target_link_libraries(test_tiny_llama_gguf PRIVATE Catch2::Catch2 lorakit::lorakit nlohmann_json::nlohmann_json lorakit_warnings)
+  target_compile_options(test_tiny_llama_gguf PRIVATE $<$<CXX_COMPILER_ID:GNU>:-Wno-maybe-uninitialized>)
+  target_compile_definitions(test_tiny_llama_gguf PRIVATE LORAKIT_LLAMA_CPP_DIR="${CMAKE_CURRENT_SOURCE_DIR}/llama_cpp")
+  add_test(NAME llama_cpp_tiny_llama COMMAND test_tiny_llama_gguf)
+  set_tests_properties(llama_cpp_tiny_llama PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300)
+endif()
