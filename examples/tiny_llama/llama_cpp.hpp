@@ -30,8 +30,9 @@ class LlamaCpp {
     }
     if (!std::filesystem::exists(scripts_ / "node_modules" / "node-llama-cpp" / "package.json")) {
       return "the npm package node-llama-cpp is not installed in " + (scripts_ / "node_modules").string() +
-             "; install it with: (cd " + scripts_.string() +
-             " && npm ci --omit=optional --ignore-scripts)   (scripts/test and scripts/demo do this)";
+             "; install it from the committed lockfile with: (cd " + scripts_.string() +
+             " && { npm ci --omit=optional --ignore-scripts || npm install --omit=optional --ignore-scripts --no-save; })"
+             "   (scripts/test and scripts/demo do this)";
     }
     return {};
   }
