@@ -366,6 +366,12 @@ TEST_CASE("llama.cpp's q/k permutation: rows interleaved per head as LlamaModel.
   CHECK(io::detail::unpermute_heads(permuted, heads) == rows);
   CHECK(io::detail::permuted_heads(GgufRowOrder::query, 4, 2) == 4);
   CHECK(io::detail::permuted_heads(GgufRowOrder::as_is, 4, 2) == 0);
+  // The public name of the same rule, for base-model writers, and its errors.
+  const Matrix<double> public_permuted = io::permute_llama_rows(rows, heads);
+  for (Index i = 0; i < 12; ++i) CHECK(public_permuted(i, 0) == expected[static_cast<std::size_t>(i)]);
+  CHECK_THROWS_AS(io::permute_llama_rows(rows, 0), ValueError);
+  CHECK_THROWS_AS(io::permute_llama_rows(rows, 4), ValueError);  // heads of 3 rows: not even
+  CHECK_THROWS_AS(io::permute_llama_rows(rows, 5), ValueError);
 }
 
 TEMPLATE_TEST_CASE("GGUF LoRA round trip restores names, rows and every layer's update", "[io][gguf][lora]", float, double) {

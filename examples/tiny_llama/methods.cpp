@@ -100,6 +100,7 @@ RunResult train_adapters(const Task& task, AdapterSet<Adapter> set, double init_
   }
   train_and_evaluate(task, model, optimizer, seed, progress, result, before, after);
   result.trainable = set.num_parameters();
+  if constexpr (std::is_same_v<Adapter, Lora<float>>) result.lora = std::make_shared<const LoraSet>(set);
   return result;
 }
 

@@ -5,6 +5,7 @@
 #include "training.hpp"
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,9 @@ struct RunResult {
   Index trainable = 0;       // trainable scalars at the end
   Curve curve;               // validation bits per byte along the steps, the last step included
   std::string note;          // e.g. EVA's ranks
+  /// The trained adapters, for the methods whose adapters are LoRA adapters (what llama.cpp loads); null for full
+  /// fine-tuning and VeRA (whose rank 256 exceeds what a LoRA of these projections can hold).
+  std::shared_ptr<const lorakit::AdapterSet<lorakit::Lora<float>>> lora;
 };
 
 /// A method: its name, its learning-rate grid, and how to run it.

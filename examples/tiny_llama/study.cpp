@@ -1,10 +1,13 @@
 // tiny_llama: pretrains a small llama-architecture byte-level language model on the fortunes and adapts it to the
 // Jargon File with every method of lorakit under one step budget; reports held-out bits per byte over paired
-// seeds with 95% intervals, each paper's claim as a paired difference, the curves (CSV) and a plot (SVG).
-// See docs/tiny-llama.md.
+// seeds with 95% intervals, each paper's claim as a paired difference, the curves (CSV) and a plot (SVG); then
+// exports the pretrained model and the best LoRA adapter as GGUF files and lets llama.cpp continue one prompt with
+// and without the adapter. See docs/tiny-llama.md.
 //
 //   tiny_llama [--quick] [--out DIR] [--cache DIR] [--steps N] [--seeds N] [--seed-offset N]
-//              [--fortunes DIR] [--jargon FILE]
+//              [--fortunes DIR] [--jargon FILE] [--llama-cpp DIR]
+#include "gguf_export.hpp"
+#include "llama_cpp.hpp"
 #include "methods.hpp"
 
 #include "../common/report.hpp"
@@ -17,11 +20,16 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <sstream>
 
 namespace tl = tiny_llama;
 namespace ex = lorakit_examples;
 using tl::Index;
+
+#ifndef LORAKIT_LLAMA_CPP_DIR
+#define LORAKIT_LLAMA_CPP_DIR "tests/llama_cpp"
+#endif
 
 namespace {
 
@@ -37,13 +45,14 @@ struct Options {
   long long steps = 0;  // 0: the mode's default
   int seeds = 0;
   std::uint64_t seed_offset = 0;
+  std::string llama_cpp = LORAKIT_LLAMA_CPP_DIR;  // the Node scripts and node-llama-cpp (tests/llama_cpp)
   std::string command;
 };
 
 [[noreturn]] void usage(const char* message) {
   std::fprintf(stderr,
                "%s\nusage: tiny_llama [--quick] [--out DIR] [--cache DIR] [--steps N] [--seeds N] [--seed-offset N]\n"
-               "                  [--fortunes DIR] [--jargon FILE]\n",
+               "                  [--fortunes DIR] [--jargon FILE] [--llama-cpp DIR]\n",
                message);
   std::exit(2);
 }
@@ -65,6 +74,7 @@ Options parse(int argc, char** argv) {
     else if (arg == "--seed-offset") o.seed_offset = std::stoull(value());
     else if (arg == "--fortunes") o.fortunes = value();
     else if (arg == "--jargon") o.jargon = value();
+    else if (arg == "--llama-cpp") o.llama_cpp = value();
     else if (arg == "--help" || arg == "-h") usage("tiny_llama: the language-model fine-tuning study of lorakit");
     else usage(("unknown option " + arg).c_str());
   }
@@ -128,6 +138,7 @@ struct Row {
   std::vector<double> test, validation, init_seconds, train_seconds;
   tl::Curve mean_curve;
   std::string note;
+  std::shared_ptr<const lorakit::AdapterSet<lorakit::Lora<float>>> lora;  // the first seed's adapters (LoRA methods)
 };
 
 /// A paper's claim, read as the paired difference (method - baseline) of test bits per byte (lower is better).
@@ -199,6 +210,106 @@ void write_curves_csv(const std::string& path, const std::vector<RunRecord>& run
           << ',' << point.step << ',' << ex::format("%.5f", point.bits) << '\n';
     }
   }
+}
+
+/// Bytes as text for a Markdown code block: printable ASCII and newlines as they are, other bytes as \xNN.
+std::string printable(const std::vector<std::uint8_t>& bytes) {
+  std::string out;
+  for (std::uint8_t b : bytes) {
+    if (b == '\n' || (b >= 32 && b < 127)) {
+      out += static_cast<char>(b);
+    } else {
+      char escaped[8];
+      std::snprintf(escaped, sizeof escaped, "\\x%02X", static_cast<unsigned>(b));
+      out += escaped;
+    }
+  }
+  return out;
+}
+
+/// The largest |llama.cpp - C++| of the next-token logits over one window of held-out text, for the base alone and
+/// with the adapters (the check of tests/llama_cpp/test_tiny_llama_gguf.cpp, on the study's own model).
+std::pair<double, double> served_logits_error(const tl::LlamaCpp& llama_cpp, const std::filesystem::path& base_file,
+                                              const std::filesystem::path& adapter_file, const tl::Weights<float>& base,
+                                              lorakit::AdapterSet<lorakit::Lora<float>> adapters, const tl::Bytes& text) {
+  const std::size_t length = static_cast<std::size_t>(base.config.context);
+  if (text.size() < length) {
+    lorakit::detail::fail<lorakit::ValueError>("served_logits_error", "the held-out text has ", text.size(),
+                                               " bytes, expected at least ", length);
+  }
+  const std::size_t start = (text.size() - length) / 2;  // the middle of the split (its start is a table of contents)
+  const std::vector<std::uint8_t> window(text.begin() + static_cast<std::ptrdiff_t>(start),
+                                         text.begin() + static_cast<std::ptrdiff_t>(start + length));
+  const auto n = static_cast<Index>(length);
+  tl::Model<float, tl::Dense<float>> plain(base, tl::dense_projections<float>(false));
+  tl::Model<float, lorakit::AdaptedLinear<float, lorakit::AdapterRef<lorakit::Lora<float>>>> adapted(
+      base, tl::adapted_projections<float>(adapters));
+  const lorakit::Matrix<double> expected_base = plain.forward(window, n).cast<double>();
+  const lorakit::Matrix<double> expected_adapted = adapted.forward(window, n).cast<double>();
+  return {(llama_cpp.logits(base_file, {}, window, base.config.vocab) - expected_base).cwiseAbs().maxCoeff(),
+          (llama_cpp.logits(base_file, adapter_file, window, base.config.vocab) - expected_adapted).cwiseAbs().maxCoeff()};
+}
+
+/// Exports the pretrained model (tiny-llama-base.gguf) and the adapters of the LoRA method with the best mean
+/// validation bits per byte (tiny-llama-adapter.gguf, the first seed's run) to the output folder, and, when
+/// node-llama-cpp is there, checks llama.cpp's logits on held-out text against the C++ model's and prints what
+/// llama.cpp generates from one prompt with and without the adapter. Returns the section of results.md that says
+/// so. Errors (lorakit::ValueError): llama.cpp's logits differ from the C++ model's by more than 1e-3.
+std::string serve(const Options& options, const tl::Weights<float>& base, const std::vector<Row>& rows,
+                  std::uint64_t seed, const tl::Bytes& held_out) {
+  const Row* best = nullptr;
+  for (const auto& row : rows) {
+    if (row.lora && (best == nullptr || ex::mean(row.validation) < ex::mean(best->validation))) best = &row;
+  }
+  if (best == nullptr) return "";
+  const auto out = std::filesystem::path(options.out);
+  const auto base_file = out / "tiny-llama-base.gguf", adapter_file = out / "tiny-llama-adapter.gguf";
+  tl::save_gguf_base(base_file, base);
+  lorakit::io::save_gguf_lora(adapter_file, *best->lora, tl::gguf_lora_options(base.config));
+  std::ostringstream text;
+  text << "llama.cpp: the pretrained model is `" << base_file.filename().string() << "`, the adapters of " << best->name
+       << " (the LoRA method with the best validation bits per byte; lr " << ex::format("%g", best->lr) << ", seed "
+       << seed << ") are `" << adapter_file.filename().string() << "` (`llama-cli -m " << base_file.filename().string()
+       << " --lora " << adapter_file.filename().string() << "`).\n";
+  std::printf("\nExported %s and %s (%s)\n", base_file.c_str(), adapter_file.c_str(), best->name.c_str());
+
+  const tl::LlamaCpp llama_cpp(options.llama_cpp);
+  const std::string why = llama_cpp.unavailable();
+  if (!why.empty()) {
+    std::fprintf(stderr, "\n*** llama.cpp's check and samples SKIPPED: %s\n\n", why.c_str());
+    text << "\nllama.cpp's check and samples were skipped: " << why << ".\n";
+    return text.str();
+  }
+  const auto [base_error, adapted_error] =
+      served_logits_error(llama_cpp, base_file, adapter_file, base, *best->lora, held_out);
+  text << "\nllama.cpp's next-token logits over " << base.config.context
+       << " bytes of held-out Jargon File text equal the C++ model's within " << ex::format("%.2g", base_error)
+       << " (max |difference|) for the pretrained model and " << ex::format("%.2g", adapted_error)
+       << " with the adapter.\n";
+  std::printf("llama.cpp against the C++ model, max |difference| of the logits on held-out text: %.2g (base), %.2g "
+              "(with the adapter)\n", base_error, adapted_error);
+  if (!(base_error <= 1e-3) || !(adapted_error <= 1e-3)) {
+    lorakit::detail::fail<lorakit::ValueError>("serve", "llama.cpp's logits differ from the C++ model's by ",
+                                               std::max(base_error, adapted_error), ", expected at most 1e-3");
+  }
+  const std::string prompt_text = "A hacker is ";
+  const std::vector<std::uint8_t> prompt(prompt_text.begin(), prompt_text.end());
+  constexpr int kBytes = 120;
+  constexpr double kTemperature = 0.7;
+  constexpr std::uint32_t kSeed = 1;
+  const int window = static_cast<int>(base.config.context);
+  text << "\nSamples generated by llama.cpp (node-llama-cpp's CPU build) from the prompt `" << prompt_text << "`: "
+       << kBytes << " bytes drawn at temperature " << kTemperature << " with seed " << kSeed
+       << " (the same draws for both), each byte seeing the last " << window << ".\n";
+  for (const bool adapted : {false, true}) {
+    const auto sample = llama_cpp.generate(base_file, adapted ? adapter_file : std::filesystem::path(), prompt, kBytes,
+                                           window, kTemperature, kSeed);
+    const std::string shown = printable(prompt) + printable(sample);
+    text << "\n" << (adapted ? "With the adapter:" : "Pretrained model alone:") << "\n\n```text\n" << shown << "\n```\n";
+    std::printf("\nllama.cpp, %s:\n%s\n", adapted ? "with the adapter" : "pretrained model alone", shown.c_str());
+  }
+  std::fflush(stdout);
+  return text.str();
 }
 
 int run(const Options& options) {
@@ -302,6 +413,7 @@ int run(const Options& options) {
     row.lr = lr;
     row.trainable = selected.front().trainable;
     row.note = selected.front().note;
+    row.lora = selected.front().lora;
     for (const auto& r : selected) {
       row.test.push_back(r.test);
       row.validation.push_back(r.validation);
@@ -319,6 +431,8 @@ int run(const Options& options) {
     rows.push_back(std::move(row));
   }
   total.stop();
+  const double cpu_seconds = static_cast<double>(std::clock() - cpu_start) / CLOCKS_PER_SEC;
+  const std::string served = serve(options, base, rows, seed_of(0), jargon.test);
 
   std::ostringstream results;
   results << header.str() << "\n" << markdown_table(rows, seeds) << "\nClaims (paired over the seeds, Student t):\n\n"
@@ -326,8 +440,9 @@ int run(const Options& options) {
   for (const auto& row : rows) {
     if (!row.note.empty()) results << "- " << row.name << ": " << row.note << "\n";
   }
+  results << "\n" << served;
   results << "\nWhole study: " << static_cast<long long>(total.seconds() + 0.5) << " s ("
-          << static_cast<long long>(static_cast<double>(std::clock() - cpu_start) / CLOCKS_PER_SEC + 0.5)
+          << static_cast<long long>(cpu_seconds + 0.5)
           << " s of CPU) on " << ex::cpu_name() << ".\n";
   const auto out = std::filesystem::path(options.out);
   std::ofstream(out / "results.md") << results.str();

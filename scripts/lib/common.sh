@@ -28,3 +28,25 @@ LORAKIT_BUILD_PACKAGES=(build-essential cmake libeigen3-dev libxsimd-dev catch2 
   pkgconf libopenmpi-dev openmpi-bin)
 
 lorakit_jobs() { echo "${LORAKIT_JOBS:-$(nproc)}"; }
+
+# ensure_node_llama_cpp: installs llama.cpp for the GGUF checks and the demo's samples (npm's node-llama-cpp, its
+# prebuilt CPU binaries, pinned by tests/llama_cpp/package-lock.json) into tests/llama_cpp/node_modules. Without
+# node/npm or the registry it says so loudly and returns 0: the tests that need it exit 77 (ctest: skipped) and the
+# demo skips its samples.
+ensure_node_llama_cpp() {
+  local dir=tests/llama_cpp
+  if [ -f $dir/node_modules/node-llama-cpp/package.json ] &&
+     [ -f $dir/node_modules/@node-llama-cpp/linux-x64/package.json ] &&
+     [ $dir/node_modules/.package-lock.json -nt $dir/package-lock.json ]; then
+    echo "node-llama-cpp is installed already"
+  elif command -v npm > /dev/null && command -v node > /dev/null; then
+    # npm ci refuses a lockfile that lacks optional packages the registry does not serve (node-llama-cpp lists
+    # prebuilt binaries for every platform; a mirror may hold only some): then the same lockfile is installed by
+    # npm install --no-save, which takes its pinned versions and leaves it unchanged.
+    (cd $dir && { npm ci --omit=optional --ignore-scripts --no-audit --no-fund ||
+       npm install --omit=optional --ignore-scripts --no-audit --no-fund --no-save; }) ||
+      echo "*** npm could not install node-llama-cpp (is the npm registry reachable?): the llama.cpp checks will be SKIPPED" >&2
+  else
+    echo "*** node and npm are not installed (sudo apt-get install -y nodejs npm): the llama.cpp checks will be SKIPPED" >&2
+  fi
+}

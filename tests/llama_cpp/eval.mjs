@@ -15,8 +15,10 @@ const tokens = tokenList.split(",").map(Number);
 const llama = await getLlama({gpu: false, build: "never", skipDownload: true, logLevel: LlamaLogLevel.error, progressLogs: false});
 const model = await llama.loadModel({modelPath, gpuLayers: 0, useMmap: false});
 const context = await model.createContext({
-    contextSize: 64,
-    batchSize: 64,
+    // One more cell than the tokens: node-llama-cpp decodes at most contextSize - 1 tokens before it shifts the
+    // context (erases its first tokens), after which the last logits are no longer those of the sequence as given.
+    contextSize: Math.max(64, tokens.length + 1),
+    batchSize: Math.max(64, tokens.length + 1),
     threads: 1,
     flashAttention: false,
     experimentalKvCacheKeyType: "F32",

@@ -3,9 +3,7 @@
 // adapter as a GGUF adapter, and the merged weights W + s B A as a third model; llama.cpp's logits for base +
 // adapter must equal the merged model's, and differ from the base's.
 //
-// Without node or the npm package (tests/llama_cpp/node_modules, installed by `npm ci` there) the program
-// prints why and exits with 77, which ctest reports as skipped.
-#define CATCH_CONFIG_RUNNER
+// Without node or the npm package the program skips (main.cpp).
 #include <catch2/catch.hpp>
 
 #include <lorakit/core/random.hpp>
@@ -334,17 +332,4 @@ TEST_CASE("lorakit-convert turns a PEFT folder into the adapter llama.cpp's conv
     const Matrix<double> expected = lora.delta_weight();
     CHECK((returned.adapters.at(name).delta_weight() - expected).norm() <= 1e-6 * expected.norm());
   }
-}
-
-int main(int argc, char* argv[]) {
-  const bool have_node = std::system("node --version > /dev/null 2>&1") == 0;
-  const bool have_package = std::filesystem::exists(script_dir / "node_modules" / "node-llama-cpp" / "package.json");
-  if (!have_node || !have_package) {
-    std::cerr << "\n*** SKIPPED: the llama.cpp interop tests need "
-              << (!have_node ? "Node.js (node on the PATH)" : "the npm package node-llama-cpp in " + (script_dir / "node_modules").string())
-              << ".\n*** Install it with: (cd " << script_dir.string()
-              << " && npm ci --omit=optional)   (scripts/test does this when npm can reach its registry)\n\n";
-    return 77;
-  }
-  return Catch::Session().run(argc, argv);
 }

@@ -188,6 +188,18 @@ inline const char* lorakit_flipped_key = "lorakit.flipped";
 
 }  // namespace detail
 
+/// A weight's rows in the order llama.cpp's converter writes them for its rotary embedding, which rotates adjacent
+/// pairs where Hugging Face's rotates halves (`convert_hf_to_gguf.py`, `LlamaModel.permute`):
+/// `W.reshape(heads, 2, d/2, in).swapaxes(1, 2).reshape(out, in)` with d = out / heads, i.e. row
+/// \f$h d + 2j + i\f$ of the result is row \f$h d + i\,d/2 + j\f$ of W (i in {0, 1}, j < d/2). Use n_head heads
+/// for `q_proj` and n_head_kv for `k_proj` when writing a llama base model; save_gguf_lora does the same to B.
+/// Errors (ValueError): heads < 1, or rows that do not split into `heads` heads of an even size.
+template <class Derived>
+Matrix<typename Derived::Scalar> permute_llama_rows(const Eigen::MatrixBase<Derived>& W, Index heads) {
+  detail::check_permutable("permute_llama_rows", "W", W.rows(), heads);
+  return detail::permute_heads(W, heads);
+}
+
 /// The file alpha save_gguf_lora writes for `adapters`: the most common \f$s_\ell r_\ell\f$ (the alpha that gives
 /// layer \f$\ell\f$ its scaling \f$s_\ell\f$ under llama.cpp's \f$s = \alpha / r\f$), rounded to float; 1 when
 /// every scaling is zero.
