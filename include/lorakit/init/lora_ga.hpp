@@ -156,7 +156,9 @@ class LoraGaGradient {
   const Matrix<double>& sum() const { return sum_; }
   /// G = sum / batches. Errors (StateError): no batch observed.
   Matrix<double> mean() const {
-    if (batches_ < 1) detail::fail<StateError>("LoraGaGradient::mean", "no batch observed, expected >= 1 (call observe)");
+    if (batches_ < 1) {
+      detail::fail<StateError>("LoraGaGradient::mean", "no batch observed, expected >= 1 (call observe)");
+    }
     return sum_ / static_cast<double>(batches_);
   }
 

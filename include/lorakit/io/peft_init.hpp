@@ -44,7 +44,8 @@ class PeftInitLoraWeights {
       lorakit::detail::fail<ValueError>("PeftInitLoraWeights::pissa", "power_iterations is ", power_iterations,
                                         ", expected -1 (exact SVD) or >= 0");
     }
-    PeftInitLoraWeights value(Kind::pissa, power_iterations < 0 ? "pissa" : "pissa_niter_" + std::to_string(power_iterations));
+    const std::string text = power_iterations < 0 ? "pissa" : "pissa_niter_" + std::to_string(power_iterations);
+    PeftInitLoraWeights value(Kind::pissa, text);
     value.pissa_niter_ = power_iterations;
     return value;
   }
@@ -52,18 +53,21 @@ class PeftInitLoraWeights {
   static PeftInitLoraWeights lora_ga() { return {Kind::lora_ga, "lora_ga"}; }
 
   /// The value as PEFT writes it: `true`, `false` or a string (null: PEFT's default `true`); empty for another
-  /// JSON type or a "pissa..." string that is neither "pissa" nor "pissa_niter_N" with N a non-negative integer.
+  /// JSON type or a "pissa..." string that is neither "pissa" nor "pissa_niter_N" with N a non-negative integer in
+  /// plain digits (PEFT's `int()` would also take a sign or surrounding spaces).
   template <class Json>
   static std::optional<PeftInitLoraWeights> parse(const Json& value) {
     if (value.is_null()) return PeftInitLoraWeights{};
-    if (value.is_boolean()) return value.template get<bool>() ? PeftInitLoraWeights{} : PeftInitLoraWeights{Kind::random, ""};
+    if (value.is_boolean()) {
+      return value.template get<bool>() ? PeftInitLoraWeights{} : PeftInitLoraWeights{Kind::random, ""};
+    }
     if (!value.is_string()) return std::nullopt;
     return from_string(value.template get<std::string>());
   }
 
   /// What `parse` accepts, for error messages.
-  static constexpr const char* accepted = "true, false or a string (\"gaussian\", \"pissa\", \"pissa_niter_N\" with N >= 0, "
-                                          "\"olora\", \"lora_ga\", ...)";
+  static constexpr const char* accepted =
+      "true, false or a string (\"gaussian\", \"pissa\", \"pissa_niter_N\" with N >= 0, \"olora\", \"lora_ga\", ...)";
 
   /// `true`, `false` or the string, for adapter_config.json.
   nlohmann::ordered_json to_json() const {

@@ -222,8 +222,8 @@ void save_peft(const std::filesystem::path& dir, const AdapterSet<Lora<T>>& adap
 
 /// Writes a PeftAdapter back: its adapters, its extra tensors (with their original shapes), its
 /// fan_in_fan_out and its config's modules_to_save; base_model_name_or_path and task_type come from `options`
-/// or, when empty there, from the adapter's config, and so does init_lora_weights. Errors: as the overload above, and (ShapeError) an extra
-/// tensor whose shape in extra_shapes does not hold its values.
+/// or, when empty there, from the adapter's config, and so does init_lora_weights. Errors: as the overload above,
+/// and (ShapeError) an extra tensor whose shape in extra_shapes does not hold its values.
 template <class T>
 void save_peft(const std::filesystem::path& dir, const PeftAdapter<T>& adapter, PeftSaveOptions options = {}) {
   const detail::PeftExtras<T> extras = detail::extras_of<T>(adapter, options);
