@@ -21,6 +21,7 @@
 
 #include "lorakit/init/eva.hpp"
 #include "lorakit/init/lora_da.hpp"
+#include "lorakit/init/lora_ga.hpp"
 #include "lorakit/init/pissa.hpp"
 
 #include "lorakit/optim/adamw.hpp"

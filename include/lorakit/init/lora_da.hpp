@@ -37,8 +37,9 @@ struct LoraDaConfig {
   double damping = 1e-6;            ///< lambda: added to Z's diagonal and to Ybar
   double gamma = 1024;              ///< A = A0^T / sqrt(gamma), B = D A0 / sqrt(gamma)
   /// true: D is the natural gradient -diag(Yinv) G Z^-1 (LoRA-DA). false: D is the raw gradient -G
-  /// (the paper's ablation; with variance_weight = 0, A is the top-r right singular vectors of G as in
-  /// LoRA-GA / LoRA-One).
+  /// (the paper's ablation; with variance_weight = 0, A is the top-r right singular vectors of G and B comes from
+  /// the same triplets. This is not LoRA-GA, which takes B from the next r triplets and changes W:
+  /// init/lora_ga.hpp).
   bool use_natural_gradient = true;
   LoraDaSolver solver = LoraDaSolver::automatic;
   /// Largest in_features for which `automatic` uses the dense eigen-solver (see docs/performance.md).

@@ -8,6 +8,7 @@
 #include "lorakit/adapter/adapter_set.hpp"
 #include "lorakit/adapter/lora.hpp"
 #include "lorakit/io/peft_folder.hpp"
+#include "lorakit/io/peft_init.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -16,6 +17,7 @@
 #include <filesystem>
 #include <limits>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -57,6 +59,9 @@ struct PeftAdapter {
   /// PEFT's `fan_in_fan_out`: the base weights are stored [in x out] (GPT-2's Conv1D), so a merge transposes
   /// the update. The factors A [r x in] and B [out x r] are the same either way.
   bool fan_in_fan_out = false;
+  /// PEFT's `init_lora_weights`: with PiSSA, OLoRA or LoRA-GA (`changes_base_weight()`) the factors belong to the
+  /// residual base weight that initialization left, not to the original one (io/peft_init.hpp).
+  PeftInitLoraWeights init_lora_weights;
 
   /// W += the update of `module`, transposed when fan_in_fan_out (W is then [in x out]).
   void merge_into(const std::string& module, MatrixRef<T> W) const { merge_peft_layer(adapters.at(module), fan_in_fan_out, W); }
@@ -71,6 +76,9 @@ struct PeftSaveOptions {
   std::string task_type;                ///< e.g. "CAUSAL_LM", "SEQ_CLS" (empty: null)
   Dtype dtype = Dtype::F32;             ///< element type of the saved tensors (F32, F16, BF16; F64 also works)
   bool fan_in_fan_out = false;          ///< the base model stores these weights [in x out] (GPT-2)
+  /// `init_lora_weights` to write (empty: `true`, or a loaded adapter's value); e.g. "pissa" for an adapter that
+  /// goes with its residual base weight (io/peft_init.hpp).
+  std::optional<PeftInitLoraWeights> init_lora_weights;
 };
 
 namespace detail {
@@ -110,7 +118,7 @@ void save_lora(const char* where, const std::filesystem::path& dir, const Adapte
   }
   std::map<std::string, nlohmann::ordered_json> config;
   config["alpha_pattern"] = pattern_json(PeftPattern::build(alphas, alpha));
-  config["init_lora_weights"] = true;
+  config["init_lora_weights"] = options.init_lora_weights.value_or(PeftInitLoraWeights{}).to_json();
   config["lora_alpha"] = json_number(alpha);
   config["lora_dropout"] = first.config().dropout;
   config["peft_type"] = "LORA";
@@ -126,12 +134,14 @@ void save_lora(const char* where, const std::filesystem::path& dir, const Adapte
 /// `model.save_pretrained(dir)`), converting the tensors to T.
 ///
 /// The config's `r`, `lora_alpha`, `rank_pattern`, `alpha_pattern`, `use_rslora`, `lora_dropout` and
-/// `fan_in_fan_out` are used (PEFT's defaults when absent); other keys are kept in `config` and otherwise ignored.
+/// `fan_in_fan_out` are used (PEFT's defaults when absent), `init_lora_weights` is read into `init_lora_weights`;
+/// other keys are kept in `config` and otherwise ignored.
 /// Tensor pairs `<module>.lora_A.weight` / `<module>.lora_B.weight` become `Lora<T>` adapters; every other tensor
 /// goes to `extra_tensors`. A folder whose save was interrupted loads as the adapter of its weights file (see
 /// io/peft_folder.hpp).
 /// Errors (IoError, naming the file and the tensor or field): a missing, special (directory, FIFO, device) or
-/// malformed file (io/safetensors.hpp, JSON nested deeper than max_json_depth), `peft_type` not "LORA", DoRA
+/// malformed file (io/safetensors.hpp, JSON nested deeper than max_json_depth), `peft_type` not "LORA", an
+/// `init_lora_weights` that is not true, false or a string (or a malformed "pissa_niter_N"), DoRA
 /// (`use_dora`), a pattern key that is not a supported regular expression, a lora_A without its lora_B or the
 /// reverse, a tensor named both with and without `base_model.model.`, factors whose rank differs from the
 /// config's, a non-finite value in any tensor, an alpha whose scaling is not finite in T.
@@ -153,6 +163,7 @@ PeftAdapter<T> load_peft(const std::filesystem::path& dir) {
 
   PeftAdapter<T> out;
   detail::read_common<T>(folder, out);
+  out.init_lora_weights = detail::read_init_lora_weights(fields);
   for (const auto& [module, names] : folder.modules) {
     const std::string& a_name = names[0];
     const std::string& b_name = names[1];
@@ -211,11 +222,12 @@ void save_peft(const std::filesystem::path& dir, const AdapterSet<Lora<T>>& adap
 
 /// Writes a PeftAdapter back: its adapters, its extra tensors (with their original shapes), its
 /// fan_in_fan_out and its config's modules_to_save; base_model_name_or_path and task_type come from `options`
-/// or, when empty there, from the adapter's config. Errors: as the overload above, and (ShapeError) an extra
-/// tensor whose shape in extra_shapes does not hold its values.
+/// or, when empty there, from the adapter's config, and so does init_lora_weights. Errors: as the overload above,
+/// and (ShapeError) an extra tensor whose shape in extra_shapes does not hold its values.
 template <class T>
 void save_peft(const std::filesystem::path& dir, const PeftAdapter<T>& adapter, PeftSaveOptions options = {}) {
   const detail::PeftExtras<T> extras = detail::extras_of<T>(adapter, options);
+  if (!options.init_lora_weights) options.init_lora_weights = adapter.init_lora_weights;
   detail::save_lora<T>("save_peft", dir, adapter.adapters, extras, options);
 }
 
