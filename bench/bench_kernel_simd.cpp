@@ -4,6 +4,7 @@
 
 #include <lorakit/core/random.hpp>
 #include <lorakit/kernel/simd.hpp>
+#include <lorakit/optim/adamw.hpp>
 
 #include <Eigen/Core>
 
@@ -38,10 +39,9 @@ template <class T>
 void BM_adamw_simd(benchmark::State& state) {
   const Index n = state.range(0);
   Vector<T> p = gaussian<T>(n, 1, 1), g = gaussian<T>(n, 1, 2), m = Vector<T>::Zero(n), v = Vector<T>::Zero(n);
-  kernel::AdamWStep step;
-  step.step = 10;
+  const AdamWStepCoefficients step = adamw_step_coefficients(AdamWConfig{}, 10);
   for (auto _ : state) {
-    kernel::adamw_update(p.data(), m.data(), v.data(), g.data(), n, step);
+    adamw_update(p.data(), m.data(), v.data(), g.data(), n, step);
     benchmark::DoNotOptimize(p.data());
   }
   state.SetBytesProcessed(state.iterations() * n * static_cast<Index>(sizeof(T)) * 7);

@@ -48,7 +48,7 @@ double reconstruction_error(const Matrix<double>& a, const Svd<T>& svd) {
 /// The reference: the leading k triplets of BDCSVD of a, with lorakit's sign convention.
 inline Svd<double> reference_svd(const Eigen::MatrixXd& a, Index k) {
   Eigen::BDCSVD<Eigen::MatrixXd> svd(a, Eigen::ComputeThinU | Eigen::ComputeThinV);
-  return kernel::detail::make_svd<double>(svd.matrixU(), svd.singularValues(), svd.matrixV(), k);
+  return detail::make_svd<double>(svd.matrixU(), svd.singularValues(), svd.matrixV(), k);
 }
 
 /// Distance between the column spaces of two matrices with orthonormal columns: ||P_a - P_b||_max.

@@ -55,7 +55,7 @@ void check_against_dense(const StreamingSvd<T>& stream, const Matrix<double>& da
       center ? Eigen::RowVectorXd(all.colwise().mean()) : Eigen::RowVectorXd::Zero(all.cols());
   const Eigen::MatrixXd centered = all.rowwise() - mean;
   Svd<double> reference = reference_svd(centered, k);
-  kernel::detail::normalize_signs(reference.V);  // components follow the convention on V
+  detail::normalize_signs(reference.V);  // components follow the convention on V
   const double tol = tolerance_of<T>();
   const double scale = reference.S(0);
 

@@ -30,7 +30,7 @@ TEMPLATE_TEST_CASE("gram_of_rows is M M^T, exactly symmetric, across block bound
     CAPTURE(m);
     const Matrix<T> M = random_matrix<T>(m, 37, 100 + static_cast<std::uint64_t>(m));
     Dense G;
-    kernel::gram_of_rows(M, G);
+    gram_of_rows(M, G);
     const Dense expected = M * M.transpose();
     CHECK(G.rows() == m);
     CHECK(G.cols() == m);
@@ -38,7 +38,7 @@ TEMPLATE_TEST_CASE("gram_of_rows is M M^T, exactly symmetric, across block bound
     CHECK(G == G.transpose());
     // The Gram matrix of the columns, through a transposed expression.
     Dense C;
-    kernel::gram_of_rows(M.transpose(), C);
+    gram_of_rows(M.transpose(), C);
     CHECK(relative_error(C, Dense(M.transpose() * M)) < 10 * tolerance<T>());
   }
 }
@@ -48,13 +48,13 @@ TEST_CASE("lower_triangular_inverse inverts L and is lower triangular", "[kernel
     CAPTURE(n);
     const Eigen::LLT<Eigen::MatrixXd> llt(spd_matrix(n, 1e4, 7));
     const Eigen::MatrixXd L = llt.matrixL();
-    const Eigen::MatrixXd X = kernel::lower_triangular_inverse<double>(L);
+    const Eigen::MatrixXd X = lower_triangular_inverse<double>(L);
     CHECK((L * X - Eigen::MatrixXd::Identity(n, n)).cwiseAbs().maxCoeff() < 1e-11);
     CHECK(X.triangularView<Eigen::StrictlyUpper>().toDenseMatrix().isZero(0));
     // Only the lower triangle of the argument is read.
     Eigen::MatrixXd noisy = L;
     noisy.triangularView<Eigen::StrictlyUpper>().setConstant(std::nan(""));
-    CHECK(kernel::lower_triangular_inverse<double>(noisy) == X);
+    CHECK(lower_triangular_inverse<double>(noisy) == X);
   }
 }
 
@@ -68,7 +68,7 @@ TEMPLATE_TEST_CASE("cholesky_inverse equals LLT::solve(Identity) and is exactly 
     const Dense z = spd_matrix(n, condition, 11 + static_cast<std::uint64_t>(n)).cast<T>();
     const Eigen::LLT<Dense> llt(z);
     REQUIRE(llt.info() == Eigen::Success);
-    const Dense inverse = kernel::cholesky_inverse<T>(llt);
+    const Dense inverse = cholesky_inverse<T>(llt);
     const Dense expected = llt.solve(Dense::Identity(n, n));
     CHECK(relative_error(inverse, expected) < condition * 10 * tolerance<T>());
     CHECK(inverse == inverse.transpose());

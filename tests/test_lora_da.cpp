@@ -82,7 +82,7 @@ Eigen::MatrixXd product_BA(const lorakit::Lora<T>& lora) {
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------------------------
-// kernel::smallest_eigenpairs
+// smallest_eigenpairs
 
 TEST_CASE("smallest_eigenpairs matches the dense solver on separated and clustered spectra", "[symmetric_eigen]") {
   const Index n = 300;
@@ -96,8 +96,8 @@ TEST_CASE("smallest_eigenpairs matches the dense solver on separated and cluster
     }
     const Eigen::MatrixXd M = symmetric_with_spectrum(values, 10 + static_cast<std::uint64_t>(kind));
     const Index count = 5;
-    const auto dense = lorakit::kernel::smallest_eigenpairs_dense(M, count);
-    const auto iterative = lorakit::kernel::smallest_eigenpairs(
+    const auto dense = lorakit::smallest_eigenpairs_dense(M, count);
+    const auto iterative = lorakit::smallest_eigenpairs(
         [&](const Eigen::Ref<const Eigen::MatrixXd>& X, Eigen::Ref<Eigen::MatrixXd> Y) { Y.noalias() = M * X; }, n,
         count);
     INFO("spectrum kind " << kind);
@@ -116,10 +116,10 @@ TEST_CASE("smallest_eigenpairs matches the dense solver on separated and cluster
 TEST_CASE("smallest_eigenpairs rejects problems too small for its basis", "[symmetric_eigen]") {
   const Eigen::MatrixXd M = Eigen::MatrixXd::Identity(10, 10);
   auto apply = [&](const Eigen::Ref<const Eigen::MatrixXd>& X, Eigen::Ref<Eigen::MatrixXd> Y) { Y = M * X; };
-  CHECK_THROWS_AS(lorakit::kernel::smallest_eigenpairs(apply, 10, 0), lorakit::ValueError);
-  CHECK_THROWS_WITH(lorakit::kernel::smallest_eigenpairs(apply, 10, 4),
-                    Catch::Contains("kernel::smallest_eigenpairs") && Catch::Contains("dense solver"));
-  CHECK_THROWS_AS(lorakit::kernel::smallest_eigenpairs_dense(M, 11), lorakit::ValueError);
+  CHECK_THROWS_AS(lorakit::smallest_eigenpairs(apply, 10, 0), lorakit::ValueError);
+  CHECK_THROWS_WITH(lorakit::smallest_eigenpairs(apply, 10, 4),
+                    Catch::Contains("smallest_eigenpairs: n = 10") && Catch::Contains("dense solver"));
+  CHECK_THROWS_AS(lorakit::smallest_eigenpairs_dense(M, 11), lorakit::ValueError);
 }
 
 // ---------------------------------------------------------------------------------------------------------------

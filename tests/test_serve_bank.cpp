@@ -217,7 +217,7 @@ TEMPLATE_TEST_CASE("The gathered kernels equal scalar loops, with strides and re
                    double) {
   using T = TestType;
   // out = 1100 with r = 40: B^T is cut into several column panels, and in = 1103 into several row panels of A^T
-  // (kernel::gathered_detail::kPanelEntries); the other sizes leave tails past the last vector.
+  // (detail::kGatheredPanelEntries); the other sizes leave tails past the last vector.
   for (Index out : {Index(1), Index(7), Index(33), Index(70), Index(1100)}) {
     for (Index count : {Index(1), Index(3), Index(5), Index(9)}) {
       const Index in = out + 3, r = out > 100 ? 40 : 5, ldx = in + 2, ld_at = r + 3, ldt = r + 1, ldb = out + 4,
@@ -229,10 +229,10 @@ TEMPLATE_TEST_CASE("The gathered kernels equal scalar loops, with strides and re
       std::vector<Index> rows;
       for (Index j = 0; j < count; ++j) rows.push_back((j * 7 + 2) % rows_total);  // distinct, out of order
       Matrix<T> t = Matrix<T>::Constant(count, ldt, T(7));  // overwritten in its first r columns
-      kernel::gathered_project(x.data(), ldx, rows.data(), count, at.data(), ld_at, in, r, t.data(), ldt);
+      gathered_project(x.data(), ldx, rows.data(), count, at.data(), ld_at, in, r, t.data(), ldt);
       const Matrix<T> y0 = random_matrix<T>(rows_total, ldy, 4);
       Matrix<T> y = y0;
-      kernel::gathered_expand_add(t.data(), ldt, rows.data(), count, bt.data(), ldb, r, out, y.data(), ldy);
+      gathered_expand_add(t.data(), ldt, rows.data(), count, bt.data(), ldb, r, out, y.data(), ldy);
       Matrix<double> expected_y = y0.template cast<double>();
       for (Index j = 0; j < count; ++j) {
         const Index i = rows[static_cast<std::size_t>(j)];

@@ -155,22 +155,22 @@ class Lora : public detail::AdapterBranch<Lora<T>, T> {
 
   // The branch's math (detail::AdapterBranch calls these after its checks).
   bool stage_forward(const ConstMatrixRef<T>& input) {
-    kernel::project<T>(input, A_, staged_);
+    lowrank_project<T>(input, A_, staged_);
     // A non-finite entry of the input always makes its row of x A^T non-finite, so the small [n x r] product
     // also finds an overflow at O(n r) cost.
     return detail::all_finite(staged_);
   }
   void commit_forward() { detail::swap_in(xa_, staged_); }
-  void add_forward(MatrixRef<T> y) const { kernel::expand_add<T>(xa_, B_, scaling_, y); }
+  void add_forward(MatrixRef<T> y) const { lowrank_expand_add<T>(xa_, B_, scaling_, y); }
 
   bool stage_backward(const ConstMatrixRef<T>& dy) {
-    kernel::project_back<T>(dy, B_, scaling_, staged_);
+    lowrank_project_back<T>(dy, B_, scaling_, staged_);
     return detail::all_finite(staged_);
   }
   void commit_backward(const ConstMatrixRef<T>& dy, const ConstMatrixRef<T>& input) {
     detail::swap_in(t_, staged_);
-    kernel::accumulate_outer<T>(dy, xa_, scaling_, grad_B_);
-    kernel::accumulate_outer<T>(t_, input, T(1), grad_A_);
+    accumulate_factor_gradient<T>(dy, xa_, scaling_, grad_B_);
+    accumulate_factor_gradient<T>(t_, input, T(1), grad_A_);
   }
   auto input_gradient() const { return t_ * A_; }
 

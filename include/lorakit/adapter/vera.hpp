@@ -250,8 +250,8 @@ class Vera : public detail::AdapterBranch<Vera<T>, T> {
   }
   void commit_backward(const ConstMatrixRef<T>& dy, const ConstMatrixRef<T>& /*input*/) {
     detail::swap_in(h_, staged_);
-    kernel::add_column_sums_of_product<T>(dy, z_, grad_b_);
-    kernel::add_column_sums_of_product<T>(h_, u_, grad_d_);
+    add_column_sums_of_product<T>(dy, z_, grad_b_);
+    add_column_sums_of_product<T>(h_, u_, grad_d_);
   }
   auto input_gradient() {
     h_.array().rowwise() *= lambda_d_.transpose().array();  // H Λ_d, in place: H is not needed after this

@@ -1,9 +1,8 @@
 // Eigen's dense decompositions that lorakit uses, instantiated once: an opt-in for faster builds.
 //
 // lorakit is header-only, so every translation unit that reaches an SVD compiles Eigen's BDCSVD (and the
-// JacobiSVD it uses on small blocks) anew for each scalar type: about a minute of compiler time per unit for
-// float and double together at -O2, more under the sanitizers. A project with several units can compile
-// them once instead:
+// JacobiSVD it uses on small blocks) anew for each scalar type, which is most of the compile time of such a unit
+// (docs/getting-started.md, "Build time"). A project with several units can compile them once instead:
 //
 //   1. define LORAKIT_EXTERN_EIGEN_DECOMPOSITIONS in every unit (for example with CMake's
 //      target_compile_definitions): lorakit/core/types.hpp then includes this header, which declares the

@@ -22,6 +22,11 @@
 
 namespace lorakit {
 
+/// The first release's spelling of the kernel's names (`lorakit::kernel::gram_of_rows`, ...), kept so that code
+/// written against it compiles: every public name is in `lorakit` itself (docs/getting-started.md, "Conventions").
+/// lorakit's own code does not use it.
+namespace kernel = ::lorakit;
+
 /// Index type of every size and position (Eigen's signed index).
 using Index = Eigen::Index;
 

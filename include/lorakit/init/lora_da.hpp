@@ -26,7 +26,7 @@ namespace lorakit {
 enum class LoraDaSolver {
   automatic,  ///< dense when in_features <= LoraDaConfig::dense_max_features, else iterative (dense if it fails)
   dense,      ///< Eigen's SelfAdjointEigenSolver on the formed guidance matrix, O(in^3)
-  iterative,  ///< matrix-free block Lanczos (kernel::smallest_eigenpairs); dense if it does not converge
+  iterative,  ///< matrix-free block Lanczos (smallest_eigenpairs); dense if it does not converge
 };
 
 /// Hyper-parameters of LoRA-DA, named after the paper's symbols where it has them.
@@ -157,7 +157,7 @@ class FisherStatistics {
   template <class X, class DY>
   void accumulate(const X& x, const DY& dy) {
     input_moment_.noalias() += x.transpose() * x;
-    kernel::add_column_sums_of_product<double>(dy, dy, output_square_);
+    add_column_sums_of_product<double>(dy, dy, output_square_);
     gradient_.noalias() += dy.transpose() * x;
   }
 
@@ -202,7 +202,7 @@ class LoraDaProblem {
                          "); expected a larger damping or more tokens than input features");
       }
       // Z^-1 once (blocked, from the Cholesky factor); D = -diag(Yinv) G Z^-1 is then one product.
-      z_inverse = kernel::cholesky_inverse(llt);
+      z_inverse = cholesky_inverse(llt);
     }
     // G = (1/S) sum dy x^T: the 1/S is folded into the row scaling of D.
     const double per_sample = 1.0 / static_cast<double>(stats.samples());
@@ -212,7 +212,7 @@ class LoraDaProblem {
     } else {
       D_ = -per_sample * stats.gradient_sum();
     }
-    kernel::gram_of_rows(D_.transpose(), gram_);  // D^T D
+    gram_of_rows(D_.transpose(), gram_);  // D^T D
     omega_ = -config.bias_weight * gram_;
     if (config.variance_weight != 0) omega_ += (config.variance_weight * c) * z_inverse;
   }
@@ -257,11 +257,11 @@ inline void validate_lora_da_config(const char* where, const LoraDaConfig& c) {
 /// 4. \f$A_0\f$ = the r eigenvectors of \f$\Omega\f$ with the smallest eigenvalues;
 /// 5. \f$A = A_0^\top / \sqrt\gamma\f$, \f$B = D A_0 / \sqrt\gamma\f$. The base weight is not changed.
 ///
-/// Formed once, in double: \f$Z^{-1}\f$ from the Cholesky factor (`kernel::cholesky_inverse`, n^3/3 + n^3/3
-/// operations by blocked GEMMs), D (one GEMM), \f$D^\top D\f$ (`kernel::gram_of_rows`) and
+/// Formed once, in double: \f$Z^{-1}\f$ from the Cholesky factor (`cholesky_inverse`, n^3/3 + n^3/3
+/// operations by blocked GEMMs), D (one GEMM), \f$D^\top D\f$ (`gram_of_rows`) and
 /// \f$\sigma^2 \Omega\f$. On the iterative path (above `dense_max_features`), \f$\sigma^2\f$ is the largest
 /// eigenvalue of \f$D^\top D\f$ and \f$A_0\f$ the smallest eigenvectors of \f$\sigma^2 \Omega\f$, both by block
-/// Lanczos (`kernel::smallest_eigenpairs`) with products of those dense matrices and blocks of vectors: every
+/// Lanczos (`smallest_eigenpairs`) with products of those dense matrices and blocks of vectors: every
 /// Lanczos product is then one GEMM, where a matrix-free operator (triangular solves for \f$Z^{-1} X\f$, products
 /// with G and G^T) would cost three per block and, over the hundreds of vectors Lanczos applies, more than forming.
 /// Errors: the adapter's shape differs from the statistics', no tokens seen, a bad config value, Z not
@@ -284,15 +284,15 @@ LoraDaReport lora_da_initialize(Lora<T>& adapter, const FisherStatistics<T>& sta
   const bool iterative = config.solver == LoraDaSolver::iterative ||
                          (config.solver == LoraDaSolver::automatic && n > config.dense_max_features);
   if (iterative) {
-    kernel::SymmetricEigenOptions options;
+    SymmetricEigenOptions options;
     options.tolerance = config.tolerance;
     // sigma^2 = the largest eigenvalue of D^T D = minus the smallest of -D^T D.
-    const auto gram = kernel::smallest_eigenpairs(
+    const auto gram = smallest_eigenpairs(
         [&](const Eigen::Ref<const Eigen::MatrixXd>& X, Eigen::Ref<Eigen::MatrixXd> Y) {
           Y.noalias() = -(problem.gram() * X);
         },
         n, 1, options);
-    const auto guidance = kernel::smallest_eigenpairs(
+    const auto guidance = smallest_eigenpairs(
         [&](const Eigen::Ref<const Eigen::MatrixXd>& X, Eigen::Ref<Eigen::MatrixXd> Y) {
           Y.noalias() = problem.omega() * X;
         },
@@ -310,7 +310,7 @@ LoraDaReport lora_da_initialize(Lora<T>& adapter, const FisherStatistics<T>& sta
   if (!report.iterative) {
     const Eigen::VectorXd singular = Eigen::BDCSVD<Eigen::MatrixXd>(problem.D()).singularValues();
     sigma2 = singular.size() > 0 ? singular(0) * singular(0) : 0.0;
-    const auto guidance = kernel::smallest_eigenpairs_dense(problem.omega(), r);
+    const auto guidance = smallest_eigenpairs_dense(problem.omega(), r);
     A0 = guidance.vectors;
     report.eigenvalues = guidance.values;
   }

@@ -85,7 +85,7 @@ void pissa_initialize(Lora<T>& adapter, detail::non_deduced_t<Eigen::Ref<Matrix<
   if (power_iterations < 0) {
     const Eigen::MatrixXd dense = W.template cast<double>();
     const Eigen::BDCSVD<Eigen::MatrixXd> exact(dense, Eigen::ComputeThinU | Eigen::ComputeThinV);
-    svd = kernel::detail::make_svd<T>(exact.matrixU().template cast<T>(), exact.singularValues().template cast<T>(),
+    svd = detail::make_svd<T>(exact.matrixU().template cast<T>(), exact.singularValues().template cast<T>(),
                                       exact.matrixV().template cast<T>(), r);
   } else {
     svd = randomized_svd<T>(W, r, RsvdOptions{0, power_iterations, 0});

@@ -16,24 +16,24 @@
 #include <algorithm>
 #include <type_traits>
 
-namespace lorakit::kernel {
+namespace lorakit {
 
-namespace gathered_detail {
+namespace detail {
 
 /// Rows updated together (each loaded vector of b serves all of them) and vectors per row in registers: 4 x 2
 /// accumulators, two vectors of b and a broadcast fit the 16 vector registers of SSE2 and AVX2.
-inline constexpr Index kRowBlock = 4;
-inline constexpr Index kColumnVectors = 2;
+inline constexpr Index kGatheredRowBlock = 4;
+inline constexpr Index kGatheredColumnVectors = 2;
 /// Entries of the panel of b kept in cache while every listed row passes over it (128 KiB in float).
-inline constexpr Index kPanelEntries = 32768;
+inline constexpr Index kGatheredPanelEntries = 32768;
 /// Widest panel, in columns: the expand's out is cut into blocks of this many columns, the shrink's in into
-/// blocks of kPanelEntries / r rows.
-inline constexpr Index kPanelColumns = 512;
+/// blocks of kGatheredPanelEntries / r rows.
+inline constexpr Index kGatheredPanelColumns = 512;
 
 /// out[i][c, c + NC w) += sum_{p in [p0, p1)} a[i][p] b[p, c, ...) for MR rows: the MR x NC accumulators stay in
 /// registers while rows p0..p1 of b stream past once for all MR rows.
 template <Index MR, Index NC, class Arch, class T>
-void axpy_block(const T* const* a, Index p0, Index p1, const T* b, Index ldb, Index c, T* const* out) {
+void gathered_axpy_block(const T* const* a, Index p0, Index p1, const T* b, Index ldb, Index c, T* const* out) {
   using Batch = xsimd::batch<T, Arch>;
   constexpr Index width = static_cast<Index>(Batch::size);
   Batch acc[MR][NC];
@@ -53,8 +53,8 @@ void axpy_block(const T* const* a, Index p0, Index p1, const T* b, Index ldb, In
 
 /// The same for mr rows and columns [c0, c1), by scalar loops (the reference, and the tail past the last vector).
 template <class T>
-void axpy_scalar(const T* const* a, Index mr, Index p0, Index p1, const T* b, Index ldb, Index c0, Index c1,
-                 T* const* out) {
+void gathered_axpy_scalar(const T* const* a, Index mr, Index p0, Index p1, const T* b, Index ldb, Index c0,
+                          Index c1, T* const* out) {
   for (Index i = 0; i < mr; ++i) {
     for (Index c = c0; c < c1; ++c) {
       T sum = out[i][c];
@@ -64,49 +64,51 @@ void axpy_scalar(const T* const* a, Index mr, Index p0, Index p1, const T* b, In
   }
 }
 
-/// Columns [c0, c1) of MR rows: blocks of kColumnVectors vectors, then single vectors, then the scalar tail.
+/// Columns [c0, c1) of MR rows: blocks of kGatheredColumnVectors vectors, then single vectors, then the scalar
+/// tail.
 template <Index MR, class Arch, class T>
-void axpy_rows(const T* const* a, Index p0, Index p1, const T* b, Index ldb, Index c0, Index c1, T* const* out) {
+void gathered_axpy_rows(const T* const* a, Index p0, Index p1, const T* b, Index ldb, Index c0, Index c1,
+                        T* const* out) {
   constexpr Index width = static_cast<Index>(xsimd::batch<T, Arch>::size);
   Index c = c0;
-  for (; c + kColumnVectors * width <= c1; c += kColumnVectors * width)
-    axpy_block<MR, kColumnVectors, Arch>(a, p0, p1, b, ldb, c, out);
-  for (; c + width <= c1; c += width) axpy_block<MR, 1, Arch>(a, p0, p1, b, ldb, c, out);
-  axpy_scalar(a, MR, p0, p1, b, ldb, c, c1, out);
+  for (; c + kGatheredColumnVectors * width <= c1; c += kGatheredColumnVectors * width)
+    gathered_axpy_block<MR, kGatheredColumnVectors, Arch>(a, p0, p1, b, ldb, c, out);
+  for (; c + width <= c1; c += width) gathered_axpy_block<MR, 1, Arch>(a, p0, p1, b, ldb, c, out);
+  gathered_axpy_scalar(a, MR, p0, p1, b, ldb, c, c1, out);
 }
 
 /// out_j[0, cols) += sum_{p < depth} a_j[p] b[p, 0, cols) for j < count, with a_j = a_row(j), out_j = out_row(j):
-/// panels of b of at most kPanelEntries entries (kPanelColumns columns wide), each swept by every row, kRowBlock
-/// rows at a time.
+/// panels of b of at most kGatheredPanelEntries entries (kGatheredPanelColumns columns wide), each swept by every
+/// row, kGatheredRowBlock rows at a time.
 template <class T, class ARow, class OutRow>
 void gathered_axpy(ARow a_row, OutRow out_row, Index count, Index depth, const T* b, Index ldb, Index cols) {
-  const Index panel_cols = std::min(cols, kPanelColumns);
-  const Index panel_depth = std::max(Index(1), kPanelEntries / std::max(panel_cols, Index(1)));
-  simd_detail::dispatch([&](auto arch) {
+  const Index panel_cols = std::min(cols, kGatheredPanelColumns);
+  const Index panel_depth = std::max(Index(1), kGatheredPanelEntries / std::max(panel_cols, Index(1)));
+  simd_dispatch([&](auto arch) {
     using Arch = decltype(arch);
     for (Index c0 = 0; c0 < cols; c0 += panel_cols) {
       const Index c1 = std::min(cols, c0 + panel_cols);
       for (Index p0 = 0; p0 < depth; p0 += panel_depth) {
         const Index p1 = std::min(depth, p0 + panel_depth);
         Index j = 0;
-        const T* a[kRowBlock] = {};
-        T* out[kRowBlock] = {};
+        const T* a[kGatheredRowBlock] = {};
+        T* out[kGatheredRowBlock] = {};
         if constexpr (!std::is_same_v<Arch, xsimd::unavailable>) {
-          for (; j + kRowBlock <= count; j += kRowBlock) {
-            for (Index i = 0; i < kRowBlock; ++i) {
+          for (; j + kGatheredRowBlock <= count; j += kGatheredRowBlock) {
+            for (Index i = 0; i < kGatheredRowBlock; ++i) {
               a[i] = a_row(j + i);
               out[i] = out_row(j + i);
             }
-            axpy_rows<kRowBlock, Arch>(a, p0, p1, b, ldb, c0, c1, out);
+            gathered_axpy_rows<kGatheredRowBlock, Arch>(a, p0, p1, b, ldb, c0, c1, out);
           }
         }
         for (; j < count; ++j) {
           a[0] = a_row(j);
           out[0] = out_row(j);
           if constexpr (std::is_same_v<Arch, xsimd::unavailable>) {
-            axpy_scalar(a, Index(1), p0, p1, b, ldb, c0, c1, out);
+            gathered_axpy_scalar(a, Index(1), p0, p1, b, ldb, c0, c1, out);
           } else {
-            axpy_rows<1, Arch>(a, p0, p1, b, ldb, c0, c1, out);
+            gathered_axpy_rows<1, Arch>(a, p0, p1, b, ldb, c0, c1, out);
           }
         }
       }
@@ -114,7 +116,7 @@ void gathered_axpy(ARow a_row, OutRow out_row, Index count, Index depth, const T
   });
 }
 
-}  // namespace gathered_detail
+}  // namespace detail
 
 /// Shrink of listed rows: \f$t_j = x_{\mathrm{rows}[j]} A^\top\f$ for j < count, with x row-major (leading
 /// dimension ldx), at = A^T [in x cols] row-major (ld_at), t [count x cols] row-major (ldt, overwritten). A caller
@@ -125,8 +127,8 @@ void gathered_project(const T* x, Index ldx, const Index* rows, Index count, con
                       Index cols, T* t, Index ldt) {
   LORAKIT_STATIC_ASSERT_SCALAR(T);
   for (Index j = 0; j < count; ++j) std::fill(t + j * ldt, t + j * ldt + cols, T(0));
-  gathered_detail::gathered_axpy<T>([&](Index j) { return x + rows[j] * ldx; }, [&](Index j) { return t + j * ldt; },
-                                    count, in, at, ld_at, cols);
+  detail::gathered_axpy<T>([&](Index j) { return x + rows[j] * ldx; }, [&](Index j) { return t + j * ldt; }, count,
+                           in, at, ld_at, cols);
 }
 
 /// Expand of listed rows: \f$y_{\mathrm{rows}[j]} \mathrel{+}= t_j\,B^\top = \sum_p t_{jp}\,(B^\top)_{p,:}\f$ for
@@ -136,8 +138,8 @@ template <class T>
 void gathered_expand_add(const T* t, Index ldt, const Index* rows, Index count, const T* bt, Index ldb, Index r,
                          Index out, T* y, Index ldy) {
   LORAKIT_STATIC_ASSERT_SCALAR(T);
-  gathered_detail::gathered_axpy<T>([&](Index j) { return t + j * ldt; }, [&](Index j) { return y + rows[j] * ldy; },
-                                    count, r, bt, ldb, out);
+  detail::gathered_axpy<T>([&](Index j) { return t + j * ldt; }, [&](Index j) { return y + rows[j] * ldy; }, count,
+                           r, bt, ldb, out);
 }
 
-}  // namespace lorakit::kernel
+}  // namespace lorakit

@@ -27,26 +27,26 @@ namespace lorakit {
 template <class T>
 Svd<T> product_svd(const Eigen::Ref<const Matrix<T>>& B, const Eigen::Ref<const Matrix<T>>& A, Index k) {
   LORAKIT_STATIC_ASSERT_SCALAR(T);
-  using kernel::detail::ColMatrix;
+  using detail::ColMatrix;
   constexpr const char* where = "product_svd";
-  kernel::detail::check_non_empty(where, "B", B.rows(), B.cols());
-  kernel::detail::check_non_empty(where, "A", A.rows(), A.cols());
+  detail::check_non_empty(where, "B", B.rows(), B.cols());
+  detail::check_non_empty(where, "A", A.rows(), A.cols());
   detail::check_rows(where, "A", A.rows(), B.cols(), "B's columns (the rank r)");
   const Index m = B.rows(), r = B.cols(), n = A.cols();
-  kernel::detail::check_rank(where, k, std::min({m, n, r}), "min(m, n, r)");
+  detail::check_truncation_rank(where, k, std::min({m, n, r}), "min(m, n, r)");
   detail::check_finite(where, "B", B);
   detail::check_finite(where, "A", A);
 
   ColMatrix<T> q_b, r_b, q_a, r_a;
-  kernel::detail::thin_qr<T>(B, q_b, r_b);              // q_b [m x p], r_b [p x r]
-  kernel::detail::thin_qr<T>(A.transpose(), q_a, r_a);  // q_a [n x s], r_a [s x r]
+  detail::thin_qr<T>(B, q_b, r_b);              // q_b [m x p], r_b [p x r]
+  detail::thin_qr<T>(A.transpose(), q_a, r_a);  // q_a [n x s], r_a [s x r]
   ColMatrix<T> core(r_b.rows(), r_a.rows());
   core.noalias() = r_b * r_a.transpose();
   Eigen::BDCSVD<ColMatrix<T>> svd(core, Eigen::ComputeThinU | Eigen::ComputeThinV);
   ColMatrix<T> u(m, k), v(n, k);
   u.noalias() = q_b * svd.matrixU().leftCols(k);
   v.noalias() = q_a * svd.matrixV().leftCols(k);
-  return kernel::detail::make_svd<T>(u, svd.singularValues(), v, k);
+  return detail::make_svd<T>(u, svd.singularValues(), v, k);
 }
 
 }  // namespace lorakit

@@ -47,13 +47,13 @@ struct RsvdOptions {
 template <class T>
 Svd<T> randomized_svd(const Eigen::Ref<const Matrix<T>>& a, Index k, const RsvdOptions& options = {}) {
   LORAKIT_STATIC_ASSERT_SCALAR(T);
-  using kernel::detail::ColMatrix;
-  using kernel::detail::orthonormalize_columns;
+  using detail::ColMatrix;
+  using detail::orthonormalize_columns;
   constexpr const char* where = "randomized_svd";
   const Index m = a.rows(), n = a.cols();
-  kernel::detail::check_non_empty(where, "a", m, n);
+  detail::check_non_empty(where, "a", m, n);
   const Index limit = std::min(m, n);
-  kernel::detail::check_rank(where, k, limit, "min(rows, cols)");
+  detail::check_truncation_rank(where, k, limit, "min(rows, cols)");
   if (options.oversamples < 0) {
     detail::fail<ValueError>(where, "oversamples is ", options.oversamples, ", expected >= 0");
   }
@@ -83,7 +83,7 @@ Svd<T> randomized_svd(const Eigen::Ref<const Matrix<T>>& a, Index k, const RsvdO
   Eigen::BDCSVD<ColMatrix<T>> svd(z, Eigen::ComputeThinU | Eigen::ComputeThinV);
   ColMatrix<T> u(m, l);
   u.noalias() = q * svd.matrixV();
-  return kernel::detail::make_svd<T>(u, svd.singularValues(), svd.matrixU(), k);
+  return detail::make_svd<T>(u, svd.singularValues(), svd.matrixU(), k);
 }
 
 }  // namespace lorakit

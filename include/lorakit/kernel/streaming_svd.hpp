@@ -50,7 +50,7 @@ struct StreamingSvdState {
 /// \f[ M = \begin{bmatrix} \mathrm{diag}(S) V \\ Y - \mathbf{1}\mu_Y^T \\ \sqrt{N b/(N + b)}\,(\mu - \mu_Y)^T \end{bmatrix}, \f]
 /// whose Gram matrix \f$M^T M\f$ equals the scatter of all N + b samples about their joint mean when the old
 /// samples are exactly represented by (S, V). The top-k right singular pairs of M come from the other, small Gram
-/// matrix \f$G = M M^T\f$ [(k + b) x (k + b)], formed in double (`kernel::gram_of_rows`); its top-k
+/// matrix \f$G = M M^T\f$ [(k + b) x (k + b)], formed in double (`gram_of_rows`); its top-k
 /// eigenvectors \f$U_k\f$ (a randomized SVD of G when k is small next to k + b, see `top_eigenvectors`, else
 /// `SelfAdjointEigenSolver`) give the subspace
 /// \f$Q = \mathrm{orth}(M^T U_k)\f$ [f x k], and a Rayleigh-Ritz step, the exact SVD of the [(k + b) x k] matrix
@@ -243,20 +243,20 @@ class StreamingSvd {
     // Q: an orthonormal basis of M's top-k right singular subspace, from the smaller of its two Gram matrices.
     Eigen::MatrixXd basis, gram;
     if (m <= features_) {
-      kernel::gram_of_rows(stacked, gram);  // M M^T
+      gram_of_rows(stacked, gram);  // M M^T
       // M^T U_k, largest first: the QR then orthonormalizes the well-determined directions before those of
       // (near-)zero eigenvalues, whose images are rounding noise.
       basis.noalias() = stacked.transpose() * top_eigenvectors(gram, k_);
-      kernel::detail::orthonormalize_columns<double>(basis);
+      detail::orthonormalize_columns<double>(basis);
     } else {
-      kernel::gram_of_rows(stacked.transpose(), gram);  // M^T M
+      gram_of_rows(stacked.transpose(), gram);  // M^T M
       basis = top_eigenvectors(gram, k_);
     }
     // Rayleigh-Ritz: the exact SVD of M restricted to Q orders the directions and gives the singular values.
     const Eigen::MatrixXd restricted = stacked * basis;  // [m x k]
     const Eigen::JacobiSVD<Eigen::MatrixXd> small(restricted, Eigen::ComputeThinV);
     Eigen::MatrixXd directions = basis * small.matrixV();
-    kernel::detail::normalize_signs(directions);
+    detail::normalize_signs(directions);
 
     Vector<T> values = small.singularValues().template cast<T>();
     Matrix<T> components = directions.transpose().template cast<T>();

@@ -25,7 +25,7 @@ struct Svd {
   Matrix<T> V;
 };
 
-namespace kernel::detail {
+namespace detail {
 
 /// Column-major work matrix: Householder QR and Eigen's SVDs work on columns.
 template <class T>
@@ -81,7 +81,7 @@ Svd<T> make_svd(const Eigen::MatrixBase<DU>& u, const Eigen::MatrixBase<DS>& s, 
 }
 
 /// Checks 1 <= k <= limit, naming the limit in the message.
-inline void check_rank(const char* where, Index k, Index limit, const char* limit_name) {
+inline void check_truncation_rank(const char* where, Index k, Index limit, const char* limit_name) {
   if (k < 1 || k > limit) lorakit::detail::fail<ValueError>(where, "k is ", k, ", expected 1 <= k <= ", limit_name, " = ", limit);
 }
 
@@ -90,5 +90,5 @@ inline void check_non_empty(const char* where, const char* name, Index rows, Ind
   if (rows < 1 || cols < 1) lorakit::detail::fail<ShapeError>(where, name, " is [", rows, " x ", cols, "], expected a non-empty matrix");
 }
 
-}  // namespace kernel::detail
+}  // namespace detail
 }  // namespace lorakit

@@ -17,14 +17,13 @@
 #include <cstdint>
 #include <limits>
 
-namespace lorakit::kernel {
+namespace lorakit {
 
 /// Settings of `smallest_eigenpairs`. A value of 0 means "choose from the problem size".
 struct SymmetricEigenOptions {
   /// b, columns of each Krylov block (0: max(count, min(8, n / 8)), at least 1). Small blocks keep the basis
-  /// small and cheap to orthogonalize; more restarts cost less than a wide basis (LoRA-DA at n = 1024, 8
-  /// eigenpairs: 30-47 ms with b = 8 against 75-80 ms with b = 32; for 1 eigenpair b = 2, 4, 16, 32 were all
-  /// slower than 8).
+  /// small and cheap to orthogonalize, and more restarts cost less than a wide basis (the measurements behind the
+  /// default are in docs/kernel.md).
   Index block_size = 0;
   /// m, columns of the basis before a restart (0: max(3 count + 2 b, 6 b), at most n).
   Index max_basis = 0;
@@ -48,10 +47,10 @@ struct SymmetricEigenResult {
   Index applied_columns = 0;     ///< vectors the operator was applied to, in all
 };
 
-namespace detail_eigen {
+namespace detail {
 
 /// w -= V (V^T w), done twice (classical Gram-Schmidt with reorthogonalization, "CGS2").
-inline void project_out(const Eigen::Ref<const Eigen::MatrixXd>& V, Eigen::Ref<Eigen::MatrixXd> W) {
+inline void orthogonalize_against(const Eigen::Ref<const Eigen::MatrixXd>& V, Eigen::Ref<Eigen::MatrixXd> W) {
   if (V.cols() == 0) return;
   for (int pass = 0; pass < 2; ++pass) {
     const Eigen::MatrixXd coefficients = V.transpose() * W;
@@ -61,9 +60,10 @@ inline void project_out(const Eigen::Ref<const Eigen::MatrixXd>& V, Eigen::Ref<E
 
 /// Makes the columns of W orthonormal and orthogonal to V. A column that is (numerically) in the span of V
 /// and the previous columns is replaced by a random direction, so the block always has full rank.
-inline void orthonormalize_block(const Eigen::Ref<const Eigen::MatrixXd>& V, Eigen::Ref<Eigen::MatrixXd> W, Rng& rng) {
+inline void orthonormalize_krylov_block(const Eigen::Ref<const Eigen::MatrixXd>& V, Eigen::Ref<Eigen::MatrixXd> W,
+                                        Rng& rng) {
   const Eigen::VectorXd original = W.colwise().norm().transpose();
-  project_out(V, W);
+  orthogonalize_against(V, W);
   for (Index j = 0; j < W.cols(); ++j) {
     for (int attempt = 0;; ++attempt) {
       for (int pass = 0; pass < 2; ++pass) {
@@ -79,18 +79,17 @@ inline void orthonormalize_block(const Eigen::Ref<const Eigen::MatrixXd>& V, Eig
         break;
       }
       if (attempt == 4) {
-        lorakit::detail::fail<Error>("kernel::smallest_eigenpairs",
-                                     "could not extend the Krylov basis (the space is exhausted)");
+        detail::fail<Error>("smallest_eigenpairs", "could not extend the Krylov basis (the space is exhausted)");
       }
       Eigen::VectorXd fresh(W.rows());
       rng.fill_normal(fresh, 0.0, 1.0);
-      project_out(V, fresh);
+      orthogonalize_against(V, fresh);
       W.col(j) = fresh;
     }
   }
 }
 
-}  // namespace detail_eigen
+}  // namespace detail
 
 /// The `count` algebraically smallest eigenpairs of a symmetric n x n operator M, by thick-restarted block
 /// Lanczos with full reorthogonalization (Golub & Underwood 1977; thick restart as in Wu & Simon,
@@ -107,18 +106,17 @@ inline void orthonormalize_block(const Eigen::Ref<const Eigen::MatrixXd>& V, Eig
 /// Results do not depend on the thread count. Needs count + b <= n / 2; use `smallest_eigenpairs_dense` below that.
 template <class Apply>
 SymmetricEigenResult smallest_eigenpairs(Apply&& apply, Index n, Index count, const SymmetricEigenOptions& options = {}) {
-  constexpr const char* where = "kernel::smallest_eigenpairs";
-  if (count < 1) lorakit::detail::fail<ValueError>(where, "count is ", count, ", expected >= 1");
+  constexpr const char* where = "smallest_eigenpairs";
+  if (count < 1) detail::fail<ValueError>(where, "count is ", count, ", expected >= 1");
   const Index b = options.block_size > 0 ? options.block_size
                                          : std::max<Index>({count, std::min<Index>(8, n / 8), Index(1)});
   const Index m = std::min<Index>(n, options.max_basis > 0 ? options.max_basis : std::max(3 * count + 2 * b, 6 * b));
   if (count + b > n / 2 || m < count + 2 * b) {
-    lorakit::detail::fail<ValueError>(where, "n = ", n, " is too small for count = ", count, ", block size ", b,
-                                      " and basis ", m,
-                                      " (expected count + b <= n / 2 and basis >= count + 2 b); use the dense solver");
+    detail::fail<ValueError>(where, "n = ", n, " is too small for count = ", count, ", block size ", b, " and basis ",
+                             m, " (expected count + b <= n / 2 and basis >= count + 2 b); use the dense solver");
   }
   if (!(options.tolerance > 0)) {
-    lorakit::detail::fail<ValueError>(where, "tolerance is ", options.tolerance, ", expected > 0");
+    detail::fail<ValueError>(where, "tolerance is ", options.tolerance, ", expected > 0");
   }
 
   SymmetricEigenResult result;
@@ -133,7 +131,7 @@ SymmetricEigenResult smallest_eigenpairs(Apply&& apply, Index n, Index count, co
   };
 
   rng.fill_normal(block, 0.0, 1.0);
-  detail_eigen::orthonormalize_block(V.leftCols(0), block, rng);
+  detail::orthonormalize_krylov_block(V.leftCols(0), block, rng);
   V.leftCols(b) = block;
   apply_block(0, b);
   Index k = b;        // columns in the basis
@@ -142,7 +140,7 @@ SymmetricEigenResult smallest_eigenpairs(Apply&& apply, Index n, Index count, co
   for (Index cycle = 0;; ++cycle) {
     while (k + b <= m) {
       block = MV.middleCols(source, b);
-      detail_eigen::orthonormalize_block(V.leftCols(k), block, rng);
+      detail::orthonormalize_krylov_block(V.leftCols(k), block, rng);
       V.middleCols(k, b) = block;
       apply_block(k, b);
       source = k;
@@ -152,7 +150,7 @@ SymmetricEigenResult smallest_eigenpairs(Apply&& apply, Index n, Index count, co
     Eigen::MatrixXd H = V.leftCols(k).transpose() * MV.leftCols(k);
     H = 0.5 * (H + H.transpose()).eval();
     Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> small(H);
-    if (small.info() != Eigen::Success) lorakit::detail::fail<Error>(where, "the projected eigenproblem failed");
+    if (small.info() != Eigen::Success) detail::fail<Error>(where, "the projected eigenproblem failed");
     const Index keep = std::max(count + b, k / 2);
     const Eigen::MatrixXd S = small.eigenvectors().leftCols(keep);
     const Eigen::MatrixXd Y = V.leftCols(k) * S;
@@ -182,13 +180,13 @@ SymmetricEigenResult smallest_eigenpairs(Apply&& apply, Index n, Index count, co
 /// Eigen's dense `SelfAdjointEigenSolver` (tridiagonalization and implicit QR, O(n^3)): the reference the
 /// iterative solver is tested against.
 inline SymmetricEigenResult smallest_eigenpairs_dense(const Eigen::Ref<const Eigen::MatrixXd>& M, Index count) {
-  constexpr const char* where = "kernel::smallest_eigenpairs_dense";
-  if (M.rows() != M.cols()) lorakit::detail::fail<ShapeError>(where, "M is [", M.rows(), " x ", M.cols(), "], expected square");
+  constexpr const char* where = "smallest_eigenpairs_dense";
+  if (M.rows() != M.cols()) detail::fail<ShapeError>(where, "M is [", M.rows(), " x ", M.cols(), "], expected square");
   if (count < 1 || count > M.rows()) {
-    lorakit::detail::fail<ValueError>(where, "count is ", count, ", expected 1 <= count <= n = ", M.rows());
+    detail::fail<ValueError>(where, "count is ", count, ", expected 1 <= count <= n = ", M.rows());
   }
   Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> solver(M);
-  if (solver.info() != Eigen::Success) lorakit::detail::fail<Error>(where, "the eigen-solver did not converge");
+  if (solver.info() != Eigen::Success) detail::fail<Error>(where, "the eigen-solver did not converge");
   SymmetricEigenResult result;
   result.values = solver.eigenvalues().head(count);
   result.vectors = solver.eigenvectors().leftCols(count);
@@ -201,4 +199,4 @@ inline SymmetricEigenResult smallest_eigenpairs_dense(const Eigen::Ref<const Eig
   return result;
 }
 
-}  // namespace lorakit::kernel
+}  // namespace lorakit

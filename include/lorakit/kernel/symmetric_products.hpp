@@ -2,9 +2,9 @@
 // M M^T of a matrix's rows, and the inverse of a symmetric positive definite matrix from its Cholesky factor.
 //
 // Eigen 3.4 has both operations (selfadjointView().rankUpdate(), its SYRK, and LLT::solve(Identity)), but its
-// SYRK runs at about half the speed of its GEMM, and solving against the identity ignores the identity's
-// zeros (three times the arithmetic of the structured inverse). Both matter where the matrices are large:
-// StreamingSvd's Gram matrix and LoRA-DA's Z^-1 and D^T D (docs/performance.md has the figures).
+// SYRK is slower than its GEMM, and solving against the identity ignores the identity's zeros (three times the
+// arithmetic of the structured inverse). Both matter where the matrices are large: StreamingSvd's Gram matrix
+// and LoRA-DA's Z^-1 and D^T D (docs/kernel.md has the figures).
 #pragma once
 
 #include "lorakit/core/types.hpp"
@@ -13,7 +13,7 @@
 
 #include <algorithm>
 
-namespace lorakit::kernel {
+namespace lorakit {
 
 namespace detail {
 
@@ -28,7 +28,7 @@ inline Index symmetric_block_rows(Index n) { return std::max<Index>(128, (n + 15
 ///
 /// By row blocks of the lower triangle: with blocks \f$M_I\f$ of b rows, \f$G_{I,0:I} = M_I\, M_{0:I}^T\f$ is one
 /// GEMM per block, and the strict upper triangle is mirrored from the lower: (1 + 1/blocks)/2 of the arithmetic of
-/// the full product M M^T, and about 1.4x faster than Eigen's rankUpdate at 2048 x 2048.
+/// the full product M M^T, at GEMM speed (Eigen's rankUpdate is slower: docs/kernel.md).
 /// Cost O(m^2 f), exact to the rounding of the products (the two triangles are equal bit for bit).
 template <class Derived, class Scalar = typename Derived::Scalar>
 void gram_of_rows(const Eigen::MatrixBase<Derived>& M, Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>& G) {
@@ -65,7 +65,7 @@ Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> lower_triangular_inverse(
 /// the lower triangle only sums over the rows of X from block I down:
 /// \f$(Z^{-1})_{I,0:I} = X_{I:,I}^T\, X_{I:,0:I}\f$, one GEMM per block. Together about n^3/3 + n^3/3 operations
 /// (plus what the blocks' diagonal triangles add), against 2n^3 for `llt.solve(Identity)` (LAPACK's potri does
-/// 2n^3/3 by other means); 2.3-2.6x faster than `llt.solve(Identity)` at n = 2048.
+/// 2n^3/3 by other means).
 template <class Scalar>
 Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> cholesky_inverse(
     const Eigen::LLT<Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>>& llt) {
@@ -82,4 +82,4 @@ Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> cholesky_inverse(
   return inverse;
 }
 
-}  // namespace lorakit::kernel
+}  // namespace lorakit

@@ -22,6 +22,22 @@ struct AdamWConfig {
   double weight_decay = 1e-2;
 };
 
+/// The scalars of step t (counted from 1) of AdamW's elementwise update (`adamw_update`) under `config`, in double:
+/// \f$1 - \eta\lambda\f$, \f$\beta_1\f$, \f$\beta_2\f$, \f$\eta / (1 - \beta_1^t)\f$,
+/// \f$1 / \sqrt{1 - \beta_2^t}\f$ and \f$\epsilon\f$. `AdamW` passes the config of the parameter's group (its lr
+/// multiplier and weight decay applied).
+inline AdamWStepCoefficients adamw_step_coefficients(const AdamWConfig& config, long long t) {
+  const double steps = static_cast<double>(t);
+  AdamWStepCoefficients c;
+  c.decay = 1.0 - config.lr * config.weight_decay;
+  c.beta1 = config.beta1;
+  c.beta2 = config.beta2;
+  c.step_size = config.lr / (1.0 - std::pow(config.beta1, steps));
+  c.inverse_sqrt_correction2 = 1.0 / std::sqrt(1.0 - std::pow(config.beta2, steps));
+  c.eps = config.eps;
+  return c;
+}
+
 /// AdamW (Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019), step for step as
 /// `torch.optim.AdamW`: for each parameter p with gradient g at its own step t,
 /// \f[ p \leftarrow p (1 - \eta\lambda),\quad m \leftarrow \beta_1 m + (1-\beta_1) g,\quad
@@ -216,18 +232,15 @@ class AdamW : public ParameterTracker<T> {
     return it->second;
   }
 
-  /// One fused pass over the parameter, its gradient and both moments (`kernel::adamw_update`, SIMD): twice as fast
-  /// as the same update written as four Eigen array statements, which pass over memory four times.
+  /// One fused pass over the parameter, its gradient and both moments (`adamw_update`, SIMD) instead of one pass per
+  /// Eigen array statement; the coefficients are those of the parameter's group at its step count.
   void update(Slot& slot) {
     ++slot.steps;
-    kernel::AdamWStep step;
-    step.lr = config_.lr * slot.lr_multiplier;
-    step.beta1 = config_.beta1;
-    step.beta2 = config_.beta2;
-    step.eps = config_.eps;
-    step.weight_decay = slot.weight_decay >= 0 ? slot.weight_decay : config_.weight_decay;
-    step.step = slot.steps;
-    kernel::adamw_update(slot.value_data, slot.m.data(), slot.v.data(), slot.grad_data, slot.size, step);
+    AdamWConfig group = config_;
+    group.lr = config_.lr * slot.lr_multiplier;
+    if (slot.weight_decay >= 0) group.weight_decay = slot.weight_decay;
+    adamw_update(slot.value_data, slot.m.data(), slot.v.data(), slot.grad_data, slot.size,
+                 adamw_step_coefficients(group, slot.steps));
   }
 
   AdamWConfig config_;

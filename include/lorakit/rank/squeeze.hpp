@@ -30,8 +30,9 @@ namespace lorakit {
 /// How a squeezed adapter splits its update between alpha and its factors.
 struct SqueezeOptions {
   /// true: the new adapter keeps the source's scaling s (its alpha becomes s k, or s sqrt(k) with rsLoRA),
-  /// so a learning rate tuned for the source still fits it. false: it keeps the source's alpha, its scaling
-  /// becomes alpha / k (alpha / sqrt(k)), and the factors absorb the change.
+  /// so a learning rate tuned for the source still fits it: under Adam the scaling acts as a learning-rate
+  /// multiplier. false: it keeps the source's alpha, its scaling becomes alpha / k (alpha / sqrt(k)), and the
+  /// factors absorb the change. The update is the same either way (docs/squeeze.md, "Which scaling after a cut").
   bool keep_scaling = true;
 };
 

@@ -48,8 +48,8 @@ enum class BankProducts {
 /// \f$T = s_k X_k A_k^\top\f$ is computed for every group first and checked finite, so that bad input throws before
 /// y is touched; then each group's expand adds \f$T B_k^\top\f$ into its rows. Automatic: a group whose rows are
 /// contiguous in x and at least `gathered_max_rows()` long, or a single row, runs Eigen's products in place; every
-/// other group runs the gathered SIMD kernels (kernel/gathered_products.hpp) on its rows in place (crossover
-/// measured in docs/kernel.md). Workspaces are sized on first use and reused: a steady-state `forward` allocates
+/// other group runs the gathered SIMD kernels (kernel/gathered_products.hpp) on its rows in place (the crossover
+/// and how it was found: docs/kernel.md). Workspaces are sized on first use and reused: a steady-state `forward` allocates
 /// nothing (beyond Eigen's own GEMM packing buffers, which it takes from the heap for products too large for its
 /// stack buffer). `forward` is `const` but uses those workspaces: one bank must not run two `forward` calls at once.
 template <class T>
@@ -263,8 +263,8 @@ class AdapterBank {
   }
 
   /// Whether the products of g take the gathered kernels (else Eigen's GEMM). Automatic: Eigen only on a
-  /// contiguous block of x's rows that is long enough, or a single row (a matrix-vector product, which measured
-  /// faster than the kernels' one-row path); scattered rows would need copies in and out of a GEMM.
+  /// contiguous block of x's rows that is long enough, or a single row (a matrix-vector product, which gets no
+  /// reuse from the kernels' four-row blocks); scattered rows would need copies in and out of a GEMM.
   bool gathered(const Group& g) const {
     switch (products_) {
       case BankProducts::gathered: return true;
@@ -299,7 +299,7 @@ class AdapterBank {
       // Over r rounded up to kPad columns: A^T's padding is zero, so no scalar tail runs and the extra columns of
       // t come out zero (they are never read).
       const Index columns = std::min(ld_, (r + kPad - 1) / kPad * kPad);
-      kernel::gathered_project(x.data(), x.outerStride(), rows_of(g), g.count, At.data(), ld_, in_, columns,
+      gathered_project(x.data(), x.outerStride(), rows_of(g), g.count, At.data(), ld_, in_, columns,
                                t.data(), ld_);
     } else if (g.contiguous) {
       t.noalias() = x.middleRows(first_row(g), g.count) * At;
@@ -320,7 +320,7 @@ class AdapterBank {
     const auto Bt = Bt_.middleRows(g.slot * max_rank_, r);
     const auto t = t_block(g);
     if (gathered(g)) {
-      kernel::gathered_expand_add(t.data(), t_.outerStride(), rows_of(g), g.count, Bt.data(), Bt_.outerStride(), r,
+      gathered_expand_add(t.data(), t_.outerStride(), rows_of(g), g.count, Bt.data(), Bt_.outerStride(), r,
                                   out_, y.data(), y.outerStride());
     } else if (g.contiguous) {
       y.middleRows(first_row(g), g.count).noalias() += t * Bt;
