@@ -186,7 +186,7 @@ inline Svd<double> top_triplets(const Matrix<double>& a, Index k, Index sketch, 
                                 std::uint64_t seed) {
   if (power_iterations < 0) {
     const Eigen::BDCSVD<Eigen::MatrixXd> exact(a, Eigen::ComputeThinU | Eigen::ComputeThinV);
-    return kernel::detail::make_svd<double>(exact.matrixU(), exact.singularValues(), exact.matrixV(), k);
+    return detail::make_svd<double>(exact.matrixU(), exact.singularValues(), exact.matrixV(), k);
   }
   return randomized_svd<double>(a, k, RsvdOptions{std::max<Index>(sketch - k, 0), power_iterations, seed});
 }
