@@ -177,8 +177,8 @@ class Dora {
     if (dropping) dropout_.commit();
     detail::swap_in(xa_, staged_xa_);
     detail::swap_in(pre_, staged_pre_);
-    norm_.swap(staged_norm_);
-    scale_.swap(staged_scale_);
+    swap_in(norm_, staged_norm_);
+    swap_in(scale_, staged_scale_);
     forward_rows_ = x.rows();
     forward_used_dropout_ = dropping;
     if (dropping) {
@@ -275,6 +275,12 @@ class Dora {
     grad_B_.setZero(B_.rows(), B_.cols());
     magnitude_.setZero(out_);
     grad_magnitude_.setZero(out_);
+  }
+
+  /// `staged` becomes current without a copy, and the spare keeps its size (no allocation in later steps).
+  static void swap_in(Vector<T>& current, Vector<T>& staged) {
+    current.swap(staged);
+    staged.resize(current.size());
   }
 
   /// The constructor's checks of W (non-empty, finite), then the LoRA factors of `config` for its shape.
