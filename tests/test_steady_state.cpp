@@ -1,4 +1,4 @@
-// No heap allocation in a steady-state training step: forward, backward, optimizer step.
+// No heap allocation in a steady-state training step (LoRA, DoRA): forward, backward, optimizer step.
 //
 // Two counters: a replaced global operator new (std containers, strings) and Eigen's own allocator check
 // (EIGEN_RUNTIME_NO_MALLOC), which sees every Eigen temporary and workspace, since Eigen allocates with
@@ -24,6 +24,7 @@ std::atomic<long> operator_new_calls{0};
 #include "test_support.hpp"
 
 #include <lorakit/adapter/adapted_linear.hpp>
+#include <lorakit/adapter/dora.hpp>
 #include <lorakit/adapter/lora.hpp>
 #include <lorakit/optim/adamw.hpp>
 #include <lorakit/serve/adapter_bank.hpp>
@@ -103,6 +104,38 @@ TEMPLATE_TEST_CASE("A steady-state LoRA training step allocates nothing", "[stea
   const long before = operator_new_calls.load();
   { std::vector<int> v(10); }
   CHECK(operator_new_calls.load() > before);
+}
+
+TEMPLATE_TEST_CASE("A steady-state DoRA training step allocates nothing", "[steady_state][dora]", float, double) {
+  using T = TestType;
+  const Index in = 64, out = 48, r = 8, n = 16;
+  for (double dropout : {0.0, 0.1}) {
+    LoraConfig c;
+    c.rank = r;
+    c.dropout = dropout;
+    const Matrix<T> W = testing::random_matrix<T>(out, in, 1);
+    auto layer = AdaptedLinear<T, Dora<T>>::owning(W, Dora<T>(W, c));
+    layer.adapter().B() = testing::random_matrix<T>(out, r, 4, 0.1);
+    layer.set_bias(Vector<T>::Ones(out));
+    AdamW<T> adamw(layer.adapter().parameters());
+    const Matrix<T> x = testing::random_matrix<T>(n, in, 2), dy = testing::random_matrix<T>(n, out, 3);
+    Matrix<T> y(n, out), dx(n, in);
+    auto step = [&] {
+      layer.forward(x, y);
+      adamw.zero_grad();
+      layer.backward(x, dy, dx);
+      adamw.step();
+    };
+    step();  // the first step sizes the workspaces
+
+    const long new_before = operator_new_calls.load();
+    eigen_allocation_attempts = 0;
+    Eigen::internal::set_is_malloc_allowed(false);
+    for (int i = 0; i < 5; ++i) step();
+    Eigen::internal::set_is_malloc_allowed(true);
+    CHECK(eigen_allocation_attempts.load() == 0);
+    CHECK(operator_new_calls.load() - new_before == 0);
+  }
 }
 
 TEMPLATE_TEST_CASE("AdapterBank's load, clear and steady-state forward allocate nothing", "[steady_state][bank]", float,

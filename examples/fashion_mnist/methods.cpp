@@ -1,4 +1,4 @@
-// The methods of the study that need no initializer: full fine-tuning, head only, LoRA, VeRA; and the list of
+// The methods of the study that need no initializer: full fine-tuning, head only, LoRA, DoRA, VeRA; and the list of
 // all methods. Each builds its model from the pretrained weights and hands it to the shared training loop.
 #include "method_support.hpp"
 
@@ -44,6 +44,21 @@ std::vector<Method> all_methods(std::vector<std::string>& missing) {
                      }});
   methods.push_back({"LoRA r=8", adapter_lrs, [](const Task& t, double lr, std::uint64_t s, Progress& p) {
                        return run_lora(t, lr, s, p, 8, {});
+                     }});
+  methods.push_back({"DoRA r=8", adapter_lrs, [](const Task& t, double lr, std::uint64_t s, Progress& p) {
+                       // LoRA r=8's factors (same config and seeds) plus a magnitude per output row, from the
+                       // pretrained weights' row norms.
+                       AdapterSet<lorakit::Dora<float>> set;
+                       const double seconds = timed([&] {
+                         lorakit::LoraConfig config;
+                         config.rank = 8;
+                         config.alpha = 8;
+                         config.seed = s;
+                         set.add("fc1", lorakit::Dora<float>(t.base->fc1.W, config));
+                         config.seed = s + 1000;
+                         set.add("fc2", lorakit::Dora<float>(t.base->fc2.W, config));
+                       });
+                       return train_adapters(t, std::move(set), seconds, lr, s, p);
                      }});
 #ifdef FASHION_MNIST_HAS_VERA
   methods.push_back({"VeRA r=256", {3e-3, 1e-2, 3e-2}, [](const Task& t, double lr, std::uint64_t s, Progress& p) {

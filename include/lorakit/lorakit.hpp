@@ -16,6 +16,7 @@
 #include "lorakit/adapter/adapter_memory.hpp"
 #include "lorakit/adapter/adapter_ref.hpp"
 #include "lorakit/adapter/adapter_set.hpp"
+#include "lorakit/adapter/dora.hpp"
 #include "lorakit/adapter/lora.hpp"
 #include "lorakit/adapter/vera.hpp"
 
@@ -28,6 +29,7 @@
 #include "lorakit/optim/loraplus.hpp"
 
 #include "lorakit/rank/budget.hpp"
+#include "lorakit/rank/dora_to_lora.hpp"
 #include "lorakit/rank/rank_schedule.hpp"
 #include "lorakit/rank/squeeze.hpp"
 #include "lorakit/rank/vera_to_lora.hpp"

@@ -11,13 +11,6 @@
 
 namespace lorakit {
 
-/// How a base weight is stored: PyTorch's `nn.Linear` keeps W [out x in]; GPT-2's `Conv1D` keeps its transpose
-/// [in x out] (PEFT's `fan_in_fan_out = True`), and a merge must then add the transposed update.
-enum class WeightLayout {
-  out_by_in,  ///< W [out x in]: y = x W^T (nn.Linear)
-  in_by_out,  ///< W [in x out]: y = x W (Conv1D, fan_in_fan_out)
-};
-
 namespace detail {
 /// W += sign ΔW for the adapter's ΔW [out x in] and a weight stored in `layout` (transposed for in_by_out).
 /// Errors: W of the wrong shape (ShapeError); a non-finite result (ValueError; W is then left unchanged).
@@ -59,12 +52,18 @@ void unmerge_from(const Adapter& adapter, MatrixRef<typename Adapter::Scalar> W,
 /// [out x in] or, with `WeightLayout::in_by_out`, [in x out] (GPT-2's Conv1D); it is never written except by
 /// `merge()` / `unmerge()`, which fold \f$\Delta W\f$ into it and back. A merged layer's forward is the single
 /// product \f$x (W + \Delta W)^\top + b\f$.
+///
+/// An adapter that needs the base weight (`Dora<T>`: `needs_base_weight`, adapter_concept.hpp) is handed this
+/// layer's W, as stored, in every call: it computes what it derives from W once per step and no second copy of W
+/// exists. Its forward receives x W^T and returns the adapted output (the bias is added after); its backward
+/// writes the whole dx.
 template <class T, class Adapter>
 class AdaptedLinear {
   LORAKIT_STATIC_ASSERT_SCALAR(T);
-  static_assert(is_adapter_v<Adapter>,
+  static_assert(needs_base_weight_v<Adapter> ? is_base_weight_adapter_v<Adapter> : is_adapter_v<Adapter>,
                 "AdaptedLinear<T, Adapter>: Adapter must model the adapter concept (Scalar, in_features, out_features, "
-                "forward, both backward overloads, merge_into, unmerge_from, delta_weight, parameters: see adapter_concept.hpp)");
+                "forward, both backward overloads, merge_into, unmerge_from, delta_weight, parameters), or its form "
+                "with the base weight when it declares needs_base_weight: see adapter_concept.hpp");
   static_assert(std::is_same_v<typename Adapter::Scalar, T>, "AdaptedLinear: the adapter's scalar type must be T");
 
  public:
@@ -114,8 +113,18 @@ class AdaptedLinear {
     constexpr const char* where = "AdaptedLinear::forward";
     detail::check_cols(where, "x", x.cols(), in_features(), "in_features");
     detail::check_shape(where, "y", y.rows(), y.cols(), x.rows(), out_features());
-    base_forward(x, y);
-    if (!merged_) adapter_.forward(x, y);  // accumulates into y
+    if constexpr (needs_base_weight_v<Adapter>) {
+      if (merged_) {
+        base_forward(x, y);
+        return;
+      }
+      base_product(x, y);
+      adapter_.forward(x, weight(), layout_, y);  // y = x W^T on entry, the adapted output on return
+      if (bias_) y.rowwise() += bias_->transpose();
+    } else {
+      base_forward(x, y);
+      if (!merged_) adapter_.forward(x, y);  // accumulates into y
+    }
   }
 
   /// dx = dy W (overwritten; unspecified if an Error is thrown) and the adapter's gradients (accumulated; left
@@ -125,31 +134,47 @@ class AdaptedLinear {
     require_unmerged(where);
     detail::check_shape(where, "dx", dx.rows(), dx.cols(), x.rows(), in_features());
     detail::check_shape(where, "dy", dy.rows(), dy.cols(), x.rows(), out_features());
-    if (layout_ == WeightLayout::out_by_in) {
-      dx.noalias() = dy * weight();
+    if constexpr (needs_base_weight_v<Adapter>) {
+      adapter_.backward(x, dy, weight(), layout_, dx);  // writes the whole dx, base path included
     } else {
-      dx.noalias() = dy * weight().transpose();
+      if (layout_ == WeightLayout::out_by_in) {
+        dx.noalias() = dy * weight();
+      } else {
+        dx.noalias() = dy * weight().transpose();
+      }
+      adapter_.backward(x, dy, dx);  // accumulates into dx
     }
-    adapter_.backward(x, dy, dx);  // accumulates into dx
   }
 
   /// The adapter's gradients only (the first layer of a network needs no dx).
   void backward(const ConstMatrixRef<T>& x, const ConstMatrixRef<T>& dy) {
     require_unmerged("AdaptedLinear::backward");
-    adapter_.backward(x, dy);
+    if constexpr (needs_base_weight_v<Adapter>) {
+      adapter_.backward(x, dy, weight(), layout_);
+    } else {
+      adapter_.backward(x, dy);
+    }
   }
 
   /// W += ΔW; the forward then skips the adapter path. Errors: already merged; a non-finite result.
   void merge() {
     if (merged_) detail::fail<StateError>("AdaptedLinear::merge", "the adapter is already merged");
-    merge_into(adapter_, weight(), layout_);
+    if constexpr (needs_base_weight_v<Adapter>) {
+      adapter_.merge_into(weight(), layout_);
+    } else {
+      merge_into(adapter_, weight(), layout_);
+    }
     merged_ = true;
   }
 
   /// W -= ΔW. Errors: not merged.
   void unmerge() {
     if (!merged_) detail::fail<StateError>("AdaptedLinear::unmerge", "the adapter is not merged");
-    unmerge_from(adapter_, weight(), layout_);
+    if constexpr (needs_base_weight_v<Adapter>) {
+      adapter_.unmerge_from(weight(), layout_);
+    } else {
+      unmerge_from(adapter_, weight(), layout_);
+    }
     merged_ = false;
   }
 
@@ -179,12 +204,17 @@ class AdaptedLinear {
   }
 
   void base_forward(const ConstMatrixRef<T>& x, MatrixRef<T> y) const {
+    base_product(x, y);
+    if (bias_) y.rowwise() += bias_->transpose();
+  }
+
+  /// y = x W^T (no bias).
+  void base_product(const ConstMatrixRef<T>& x, MatrixRef<T> y) const {
     if (layout_ == WeightLayout::out_by_in) {
       y.noalias() = x * weight().transpose();
     } else {
       y.noalias() = x * weight();
     }
-    if (bias_) y.rowwise() += bias_->transpose();
   }
 
   void require_unmerged(const char* where) const {

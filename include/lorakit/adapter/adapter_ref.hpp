@@ -18,11 +18,14 @@ namespace lorakit {
 /// `AdapterSet` never moves its adapters).
 template <class Adapter>
 class AdapterRef {
-  static_assert(is_adapter_v<Adapter>, "AdapterRef: Adapter must model the adapter concept (adapter_concept.hpp)");
+  static_assert(is_adapter_v<Adapter> || is_base_weight_adapter_v<Adapter>,
+                "AdapterRef: Adapter must model the adapter concept, or its form with the base weight (adapter_concept.hpp)");
 
  public:
   using Scalar = typename Adapter::Scalar;
   using Referenced = Adapter;
+  /// As the referenced adapter's (`Dora<T>` needs the base weight; then the calls below that take W forward).
+  static constexpr bool needs_base_weight = needs_base_weight_v<Adapter>;
 
   explicit AdapterRef(Adapter& adapter) : adapter_(&adapter) {}
 
@@ -41,6 +44,24 @@ class AdapterRef {
   Matrix<Scalar> delta_weight() const { return adapter_->delta_weight(); }
   void merge_into(MatrixRef<Scalar> W) const { adapter_->merge_into(W); }
   void unmerge_from(MatrixRef<Scalar> W) const { adapter_->unmerge_from(W); }
+  // The calls of an adapter that needs the base weight (instantiated only when used).
+  void forward(const ConstMatrixRef<Scalar>& x, const ConstMatrixRef<Scalar>& W, WeightLayout layout,
+               MatrixRef<Scalar> y) {
+    adapter_->forward(x, W, layout, y);
+  }
+  void backward(const ConstMatrixRef<Scalar>& x, const ConstMatrixRef<Scalar>& dy, const ConstMatrixRef<Scalar>& W,
+                WeightLayout layout, MatrixRef<Scalar> dx) {
+    adapter_->backward(x, dy, W, layout, dx);
+  }
+  void backward(const ConstMatrixRef<Scalar>& x, const ConstMatrixRef<Scalar>& dy, const ConstMatrixRef<Scalar>& W,
+                WeightLayout layout) {
+    adapter_->backward(x, dy, W, layout);
+  }
+  void merge_into(MatrixRef<Scalar> W, WeightLayout layout) { adapter_->merge_into(W, layout); }
+  void unmerge_from(MatrixRef<Scalar> W, WeightLayout layout) { adapter_->unmerge_from(W, layout); }
+  Matrix<Scalar> delta_weight(const ConstMatrixRef<Scalar>& W, WeightLayout layout) const {
+    return adapter_->delta_weight(W, layout);
+  }
   Index num_parameters() const { return adapter_->num_parameters(); }
   std::vector<Parameter<Scalar>> parameters() { return adapter_->parameters(); }
 

@@ -6,9 +6,11 @@
 //   io/peft_folder.hpp   reading a folder (tensor suffixes, extras), writing it as a whole (atomic protocol)
 //   io/peft_lora.hpp     LoRA: PeftAdapter, load_peft, save_peft
 //   io/peft_vera.hpp     VeRA: PeftVeraAdapter, load_peft_vera, save_peft_vera
+//   io/peft_dora.hpp     DoRA (LoRA with use_dora): PeftDoraAdapter, load_peft_dora, save_peft_dora
 #pragma once
 
 #include "lorakit/io/peft_config.hpp"
+#include "lorakit/io/peft_dora.hpp"
 #include "lorakit/io/peft_folder.hpp"
 #include "lorakit/io/peft_lora.hpp"
 #include "lorakit/io/peft_vera.hpp"

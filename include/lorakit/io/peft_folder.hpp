@@ -125,6 +125,7 @@ struct PeftMethod {
   const char* hint;  // appended to a peft_type mismatch, e.g. " (VeRA adapters are read by load_peft_vera)"
   std::vector<std::pair<std::string, std::string>> suffixes;  // (suffix, label)
   std::vector<std::string> named;
+  std::vector<std::pair<std::string, std::size_t>> aliases;  // (suffix, k): another spelling of suffixes[k]
 };
 
 /// A PEFT folder opened for reading: its config, its weights, and their tensors sorted by role.
@@ -197,15 +198,20 @@ inline PeftFolder read_peft_folder(const char* where, const std::filesystem::pat
       continue;
     }
     bool classified = false;
-    for (std::size_t k = 0; k < count && !classified; ++k) {
-      const std::string& suffix = method.suffixes[k].first;
-      if (ends_with(key, suffix) && key.size() > suffix.size()) {
-        auto& names = modules[key.substr(0, key.size() - suffix.size())];
-        names.resize(count);
-        names[k] = tensor.name;
-        classified = true;
+    const auto classify = [&](const std::string& suffix, std::size_t k) {
+      if (classified || !ends_with(key, suffix) || key.size() <= suffix.size()) return;
+      const std::string module = key.substr(0, key.size() - suffix.size());
+      auto& names = modules[module];
+      names.resize(count);
+      if (!names[k].empty()) {
+        folder.weights.fail("tensors '", shown(names[k]), "' and '", shown(tensor.name), "' are both the ",
+                            method.suffixes[k].second, " of module '", shown(module), "'");
       }
-    }
+      names[k] = tensor.name;
+      classified = true;
+    };
+    for (std::size_t k = 0; k < count; ++k) classify(method.suffixes[k].first, k);
+    for (const auto& [suffix, k] : method.aliases) classify(suffix, k);
     if (!classified) folder.extras.push_back(tensor);
   }
   for (auto& [module, names] : modules) {

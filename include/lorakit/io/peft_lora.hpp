@@ -85,17 +85,21 @@ namespace detail {
 
 /// LoRA's tensors per module.
 inline PeftMethod lora_method() {
-  return {"LORA", " (VeRA adapters are read by load_peft_vera)", {{".lora_A.weight", "lora_A"}, {".lora_B.weight", "lora_B"}}, {}};
+  return {"LORA", " (VeRA adapters are read by load_peft_vera)", {{".lora_A.weight", "lora_A"}, {".lora_B.weight", "lora_B"}}, {}, {}};
 }
 
-template <class T>
-void save_lora(const char* where, const std::filesystem::path& dir, const AdapterSet<Lora<T>>& adapters,
-               const PeftExtras<T>& extras, const PeftSaveOptions& options) {
+/// Writes a folder of PEFT's LoRA method from adapters with LoRA's factors and config (`Lora<T>`, `Dora<T>`):
+/// `add_tensors(writer, prefix + name, adapter)` adds what a variant stores besides lora_A and lora_B, and
+/// `method_fields` what it sets in the config besides LoRA's (e.g. `use_dora`).
+template <class T, class Adapter, class AddTensors>
+void save_lora_family(const char* where, const std::filesystem::path& dir, const AdapterSet<Adapter>& adapters,
+                      const PeftExtras<T>& extras, const PeftSaveOptions& options,
+                      std::map<std::string, nlohmann::ordered_json> config, const AddTensors& add_tensors) {
   if (adapters.empty()) lorakit::detail::fail<ValueError>(where, "adapters is empty, expected at least one module");
   std::vector<std::pair<Index, double>> rank_alpha;
   std::vector<std::pair<std::string, double>> ranks, alphas;
   std::set<std::string> targets;
-  const Lora<T>& first = adapters.begin()->second;
+  const Adapter& first = adapters.begin()->second;
   for (const auto& [name, lora] : adapters) {
     if (lora.config().use_rslora != first.config().use_rslora) {
       lorakit::detail::fail<ValueError>(where, "module '", name, "' has use_rslora = ", lora.config().use_rslora,
@@ -115,8 +119,8 @@ void save_lora(const char* where, const std::filesystem::path& dir, const Adapte
   for (const auto& [name, lora] : adapters) {
     writer.add(prefix + name + ".lora_A.weight", lora.A(), options.dtype);
     writer.add(prefix + name + ".lora_B.weight", lora.B(), options.dtype);
+    add_tensors(writer, prefix + name, lora);
   }
-  std::map<std::string, nlohmann::ordered_json> config;
   config["alpha_pattern"] = pattern_json(PeftPattern::build(alphas, alpha));
   config["init_lora_weights"] = options.init_lora_weights.value_or(PeftInitLoraWeights{}).to_json();
   config["lora_alpha"] = json_number(alpha);
@@ -126,6 +130,73 @@ void save_lora(const char* where, const std::filesystem::path& dir, const Adapte
   config["rank_pattern"] = pattern_json(PeftPattern::build(ranks, static_cast<double>(r)));
   config["use_rslora"] = first.config().use_rslora;
   save_folder(where, dir, writer, config, targets, extras, options);
+}
+
+template <class T>
+void save_lora(const char* where, const std::filesystem::path& dir, const AdapterSet<Lora<T>>& adapters,
+               const PeftExtras<T>& extras, const PeftSaveOptions& options) {
+  save_lora_family<T>(where, dir, adapters, extras, options, {}, [](SafetensorsWriter&, const std::string&, const Lora<T>&) {});
+}
+
+/// The config fields of PEFT's LoRA method that every module starts from, and the patterns that override them.
+struct LoraFields {
+  LoraConfig base;
+  PeftPattern ranks, alphas;
+};
+
+inline LoraFields read_lora_fields(const ConfigFields& fields) {
+  LoraFields out;
+  out.base.rank = static_cast<Index>(fields.positive_integer("r", 8));
+  out.base.alpha = fields.number("lora_alpha", 8);
+  out.base.use_rslora = fields.boolean("use_rslora", false);
+  out.base.dropout = fields.number("lora_dropout", 0);
+  out.base.init = LoraInit::zeros;
+  out.ranks = fields.pattern("rank_pattern");
+  out.alphas = fields.pattern("alpha_pattern");
+  return out;
+}
+
+/// One module's LoRA config and factors A [r x in], B [out x r], checked against the config (rank, a finite
+/// scaling in T) and for finite values.
+template <class T>
+struct LoraModule {
+  LoraConfig config;
+  Matrix<T> A, B;
+};
+
+template <class T>
+LoraModule<T> read_lora_module(const PeftFolder& folder, const LoraFields& lora_fields, const std::string& module,
+                               const std::string& a_name, const std::string& b_name) {
+  const ConfigFields& fields = folder.fields;
+  const ConfigFields& weights = folder.weights;
+  LoraModule<T> out;
+  LoraConfig& config = out.config;
+  config = lora_fields.base;
+  const double rank = lora_fields.ranks.value_for(module, static_cast<double>(lora_fields.base.rank));
+  if (!(rank >= 1 && rank <= 1e9 && std::floor(rank) == rank)) {
+    fields.fail("rank_pattern gives module '", shown(module), "' the rank ", rank, ", expected a positive integer");
+  }
+  config.rank = static_cast<Index>(rank);
+  config.alpha = lora_fields.alphas.value_for(module, lora_fields.base.alpha);
+  const double scaling = lora_scaling(config.alpha, config.rank, config.use_rslora);
+  if (!(std::fabs(scaling) <= static_cast<double>(std::numeric_limits<T>::max()))) {
+    fields.fail("module '", shown(module), "' has lora_alpha ", config.alpha, " and rank ", config.rank,
+                ": the scaling ", scaling, " is not finite in ", sizeof(T) == 4 ? "float" : "double");
+  }
+  const auto& a_shape = folder.reader.info(a_name).shape;
+  if (a_shape.size() == 2 && a_shape[0] != config.rank) {
+    weights.fail("tensor '", shown(a_name), "' has ", a_shape[0], " rows, but the config gives module '",
+                 shown(module), "' rank ", rank, " (r or rank_pattern)");
+  }
+  out.A = read_2d<T>(folder.reader, weights, a_name);
+  out.B = read_2d<T>(folder.reader, weights, b_name);
+  if (out.B.cols() != out.A.rows()) {
+    weights.fail("tensor '", shown(b_name), "' has ", out.B.cols(), " columns, expected the rank ", out.A.rows(),
+                 " of '", shown(a_name), "'");
+  }
+  check_finite_tensor(weights, a_name, out.A);
+  check_finite_tensor(weights, b_name, out.B);
+  return out;
 }
 
 }  // namespace detail
@@ -142,7 +213,8 @@ void save_lora(const char* where, const std::filesystem::path& dir, const Adapte
 /// Errors (IoError, naming the file and the tensor or field): a missing, special (directory, FIFO, device) or
 /// malformed file (io/safetensors.hpp, JSON nested deeper than max_json_depth), `peft_type` not "LORA", an
 /// `init_lora_weights` that is not true, false or a string (or a malformed "pissa_niter_N"), DoRA
-/// (`use_dora`), a pattern key that is not a supported regular expression, a lora_A without its lora_B or the
+/// (`use_dora`: read by load_peft_dora, io/peft_dora.hpp), a pattern key that is not a supported regular
+/// expression, a lora_A without its lora_B or the
 /// reverse, a tensor named both with and without `base_model.model.`, factors whose rank differs from the
 /// config's, a non-finite value in any tensor, an alpha whose scaling is not finite in T.
 template <class T>
@@ -152,52 +224,20 @@ PeftAdapter<T> load_peft(const std::filesystem::path& dir) {
   const detail::PeftFolder folder = detail::read_peft_folder(where, dir, detail::lora_method());
   const detail::ConfigFields& fields = folder.fields;
   const detail::ConfigFields& weights = folder.weights;
-  if (fields.boolean("use_dora", false)) fields.fail("use_dora is true: DoRA adapters are not supported");
-  LoraConfig base;
-  base.rank = static_cast<Index>(fields.positive_integer("r", 8));
-  base.alpha = fields.number("lora_alpha", 8);
-  base.use_rslora = fields.boolean("use_rslora", false);
-  base.dropout = fields.number("lora_dropout", 0);
-  base.init = LoraInit::zeros;
-  const PeftPattern ranks = fields.pattern("rank_pattern"), alphas = fields.pattern("alpha_pattern");
+  if (fields.boolean("use_dora", false)) fields.fail("use_dora is true: a DoRA adapter (read it with load_peft_dora)");
+  const detail::LoraFields lora_fields = detail::read_lora_fields(fields);
 
   PeftAdapter<T> out;
   detail::read_common<T>(folder, out);
   out.init_lora_weights = detail::read_init_lora_weights(fields);
   for (const auto& [module, names] : folder.modules) {
-    const std::string& a_name = names[0];
-    const std::string& b_name = names[1];
-    LoraConfig config = base;
-    const double rank = ranks.value_for(module, static_cast<double>(base.rank));
-    if (!(rank >= 1 && rank <= 1e9 && std::floor(rank) == rank)) {
-      fields.fail("rank_pattern gives module '", detail::shown(module), "' the rank ", rank, ", expected a positive integer");
-    }
-    config.rank = static_cast<Index>(rank);
-    config.alpha = alphas.value_for(module, base.alpha);
-    const double scaling = lora_scaling(config.alpha, config.rank, config.use_rslora);
-    if (!(std::fabs(scaling) <= static_cast<double>(std::numeric_limits<T>::max()))) {
-      fields.fail("module '", detail::shown(module), "' has lora_alpha ", config.alpha, " and rank ", config.rank,
-                  ": the scaling ", scaling, " is not finite in ", sizeof(T) == 4 ? "float" : "double");
-    }
-    const auto& a_shape = folder.reader.info(a_name).shape;
-    if (a_shape.size() == 2 && a_shape[0] != config.rank) {
-      weights.fail("tensor '", detail::shown(a_name), "' has ", a_shape[0], " rows, but the config gives module '",
-                   detail::shown(module), "' rank ", rank, " (r or rank_pattern)");
-    }
-    Matrix<T> A = detail::read_2d<T>(folder.reader, weights, a_name);
-    Matrix<T> B = detail::read_2d<T>(folder.reader, weights, b_name);
-    if (B.cols() != A.rows()) {
-      weights.fail("tensor '", detail::shown(b_name), "' has ", B.cols(), " columns, expected the rank ", A.rows(),
-                   " of '", detail::shown(a_name), "'");
-    }
-    detail::check_finite_tensor(weights, a_name, A);
-    detail::check_finite_tensor(weights, b_name, B);
+    detail::LoraModule<T> read = detail::read_lora_module<T>(folder, lora_fields, module, names[0], names[1]);
     try {
       // The factors are moved in rather than passed to Lora::from_factors, whose checks were just made (with
       // errors that name the file's tensors).
-      Lora<T> lora(A.cols(), B.rows(), config);
-      lora.A() = std::move(A);
-      lora.B() = std::move(B);
+      Lora<T> lora(read.A.cols(), read.B.rows(), read.config);
+      lora.A() = std::move(read.A);
+      lora.B() = std::move(read.B);
       out.adapters.add(module, std::move(lora));
     } catch (const Error& e) {
       weights.fail("module '", detail::shown(module), "': ", e.what());

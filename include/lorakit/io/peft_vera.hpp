@@ -53,7 +53,8 @@ namespace detail {
 inline PeftMethod vera_method() {
   return {"VERA", " (LoRA adapters are read by load_peft)",
           {{".vera_lambda_b", "vera_lambda_b"}, {".vera_lambda_d", "vera_lambda_d"}},
-          {"base_model.vera_A", "base_model.vera_B"}};
+          {"base_model.vera_A", "base_model.vera_B"},
+          {}};
 }
 
 template <class T>
