@@ -156,7 +156,9 @@ TEST_CASE("A DoRA folder in PEFT's layout gives PEFT's output, gradients and mer
   REQUIRE(loaded.adapters.size() == 2);
   CHECK(loaded.adapters.at("model.layers.0.self_attn.v_proj").rank() == 2);  // rank_pattern
   SafetensorsReader reference(dir / "reference.safetensors");
-  for (const auto& [module, dora] : loaded.adapters) {
+  for (const auto& entry : loaded.adapters) {
+    const std::string& module = entry.first;  // named, not a structured binding: the lambda below reads it
+    const Dora<float>& dora = entry.second;
     INFO(module);
     const auto tensor = [&](const char* name) { return reference.matrix<float>(module + "." + name); };
     const Matrix<float> W = tensor("W"), x = tensor("x"), G = tensor("G");
