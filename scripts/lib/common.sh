@@ -43,8 +43,10 @@ ensure_node_llama_cpp() {
     # npm ci refuses a lockfile that lacks optional packages the registry does not serve (node-llama-cpp lists
     # prebuilt binaries for every platform; a mirror may hold only some): then the same lockfile is installed by
     # npm install --no-save, which takes its pinned versions and leaves it unchanged.
-    (cd $dir && { npm ci --omit=optional --ignore-scripts --no-audit --no-fund ||
-       npm install --omit=optional --ignore-scripts --no-audit --no-fund --no-save; }) ||
+    (cd $dir && { npm ci --omit=optional --ignore-scripts --no-audit --no-fund > npm-ci.log 2>&1 ||
+       { echo "npm ci refused the lockfile ($(grep -m1 -o 'can only install.*in sync' npm-ci.log || echo "see $dir/npm-ci.log"));" \
+              "installing its pinned versions with npm install --no-save"
+         npm install --omit=optional --ignore-scripts --no-audit --no-fund --no-save; }; }) ||
       echo "*** npm could not install node-llama-cpp (is the npm registry reachable?): the llama.cpp checks will be SKIPPED" >&2
   else
     echo "*** node and npm are not installed (sudo apt-get install -y nodejs npm): the llama.cpp checks will be SKIPPED" >&2
