@@ -12,6 +12,8 @@
 #include <cmath>
 #include <limits>
 
+namespace lorakit_test_adamw {
+
 using namespace lorakit;
 using lorakit::testing::random_matrix;
 using lorakit::testing::relative_error;
@@ -207,3 +209,5 @@ TEMPLATE_TEST_CASE("LoRA+ equals two plain AdamW runs: A at lr, B at lr x ratio"
   CHECK_THROWS_WITH(apply_loraplus(plus, {0.0}), "apply_loraplus: lr_ratio is 0, expected a finite value > 0");
   CHECK_THROWS_AS(plus.set_group("nope", 2.0), ValueError);
 }
+
+}  // namespace lorakit_test_adamw

@@ -8,6 +8,8 @@
 #include <functional>
 #include <limits>
 
+namespace lorakit_test_budget {
+
 using namespace lorakit;
 
 namespace {
@@ -176,3 +178,5 @@ TEST_CASE("allocate_ranks rejects bad budgets and bad layers", "[budget]") {
                     "allocate_ranks: the budget of 10 parameters is below the 11 that the layers' min_rank require");
   CHECK(allocate_ranks(mins, RankBudget::parameters(11)) == Ranks{{"a", 2}, {"b", 1}});
 }
+
+}  // namespace lorakit_test_budget

@@ -10,6 +10,8 @@
 #include <utility>
 #include <vector>
 
+namespace lorakit_test_core {
+
 using namespace lorakit;
 
 TEST_CASE("Philox4x32-10 matches the Random123 known-answer vectors", "[core][rng]") {
@@ -139,3 +141,5 @@ TEST_CASE("Errors name the function, the argument and what was seen", "[core][er
   CHECK_THROWS_AS(detail::fail<IoError>("f", "x"), Error);
   CHECK_THROWS_AS(detail::fail<StateError>("f", "x"), std::runtime_error);
 }
+
+}  // namespace lorakit_test_core

@@ -11,6 +11,8 @@
 #include <cmath>
 #include <limits>
 
+namespace lorakit_test_dora {
+
 using namespace lorakit;
 using lorakit::testing::finite_difference_gradient;
 using lorakit::testing::random_matrix;
@@ -392,3 +394,5 @@ TEMPLATE_TEST_CASE("dora_as_lora is the exact LoRA of DoRA's update, of rank r +
   CHECK_THROWS_AS(dora_as_lora(fresh, Matrix<T>(W.transpose())), ShapeError);
   CHECK_THROWS_AS(dora_as_lora(fresh, W, WeightLayout::out_by_in, -1.0), ValueError);
 }
+
+}  // namespace lorakit_test_dora

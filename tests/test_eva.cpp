@@ -14,6 +14,8 @@
 #include <cmath>
 #include <limits>
 
+namespace lorakit_test_eva {
+
 using namespace lorakit;
 
 namespace {
@@ -536,3 +538,5 @@ TEST_CASE("Eva: an empty batch changes nothing, and a huge rho keeps every compo
     CHECK(huge.components("a").rows() == 6);  // min(round(r rho), in), never an overflow to 1
   }
 }
+
+}  // namespace lorakit_test_eva

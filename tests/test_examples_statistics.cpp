@@ -1,8 +1,10 @@
 // The statistics of the examples' studies (examples/common/statistics.hpp): Student t quantiles against published
 // tables, intervals against hand-computed values, paired differences, and the verdict words of issue 15.
-#include "statistics.hpp"
+#include "common/statistics.hpp"
 
 #include <catch2/catch.hpp>
+
+namespace lorakit_test_examples_statistics {
 
 namespace {
 
@@ -55,3 +57,5 @@ TEST_CASE("verdicts: holds or does not hold only when the interval excludes zero
 }
 
 }  // namespace
+
+}  // namespace lorakit_test_examples_statistics

@@ -1,5 +1,5 @@
 // The IDX reader of the Fashion-MNIST example: valid files read back, malformed ones throw IoError naming the file.
-#include "idx.hpp"
+#include "fashion_mnist/idx.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -9,6 +9,8 @@
 #include <fstream>
 #include <string>
 #include <vector>
+
+namespace lorakit_test_fashion_mnist_idx {
 
 namespace {
 
@@ -153,3 +155,5 @@ TEST_CASE("read_idx_images rejects images and labels that do not match") {
     require_io_error([&] { fashion_mnist::read_idx_images(images, labels, 2, 2, 10); }, labels, "label 12");
   }
 }
+
+}  // namespace lorakit_test_fashion_mnist_idx

@@ -15,6 +15,8 @@
 #include <limits>
 #include <memory>
 
+namespace lorakit_test_io_gguf {
+
 using namespace lorakit;
 using namespace lorakit::io;
 using lorakit::testing::read_bytes;
@@ -580,3 +582,5 @@ TEST_CASE("VeRA exports as the LoRA with the same update, optionally squeezed", 
   }
   CHECK_THROWS_AS(vera_to_lora(set, -1), ValueError);
 }
+
+}  // namespace lorakit_test_io_gguf

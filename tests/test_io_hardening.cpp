@@ -30,6 +30,8 @@
 #define LORAKIT_TEST_POSIX 0
 #endif
 
+namespace lorakit_test_io_hardening {
+
 using namespace lorakit;
 using namespace lorakit::io;
 using lorakit::testing::TempDir;
@@ -438,3 +440,5 @@ TEST_CASE("a writer killed at random moments leaves exactly one of its two adapt
   CHECK(same_adapters(load_peft<float>(dir.path()).adapters, a));
 }
 #endif
+
+}  // namespace lorakit_test_io_hardening

@@ -12,6 +12,8 @@
 #include <fstream>
 #include <limits>
 
+namespace lorakit_test_io_peft {
+
 using namespace lorakit;
 using namespace lorakit::io;
 using lorakit::testing::TempDir;
@@ -439,3 +441,5 @@ TEMPLATE_TEST_CASE("save_peft_vera / load_peft_vera round trip", "[io][peft][ver
     REQUIRE_THROWS_WITH(save_peft_vera(dir / "mixed", mixed), Contains("other projections"));
   }
 }
+
+}  // namespace lorakit_test_io_peft

@@ -7,6 +7,8 @@
 
 #include <lorakit/io/peft_bank.hpp>
 
+namespace lorakit_test_io_peft_bank {
+
 using namespace lorakit;
 using namespace lorakit::testing;
 
@@ -84,3 +86,5 @@ TEST_CASE("load_peft_banks reads a folder written by PEFT itself", "[io][peft][b
     CHECK(Matrix<float>(bank.B_transposed(0)) == Matrix<float>(lora.B().transpose()));
   }
 }
+
+}  // namespace lorakit_test_io_peft_bank

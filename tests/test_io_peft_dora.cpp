@@ -11,6 +11,8 @@
 #include <limits>
 #include <type_traits>
 
+namespace lorakit_test_io_peft_dora {
+
 using namespace lorakit;
 using namespace lorakit::io;
 using lorakit::testing::random_matrix;
@@ -181,3 +183,5 @@ TEST_CASE("A DoRA folder in PEFT's layout gives PEFT's output, gradients and mer
     CHECK(lorakit::testing::relative_error(Matrix<float>(layer.weight()), W) < tol);
   }
 }
+
+}  // namespace lorakit_test_io_peft_dora

@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+namespace lorakit_test_io_peft_init {
+
 using namespace lorakit;
 using namespace lorakit::io;
 using lorakit::testing::random_matrix;
@@ -177,3 +179,5 @@ TEST_CASE("load_peft refuses a malformed init_lora_weights, naming the file", "[
   write_config(R"({"peft_type": "LORA", "r": 2, "init_lora_weights": "pissa_niter_2"})");
   CHECK(load_peft<float>(dir.path()).init_lora_weights.pissa_niter() == 2);
 }
+
+}  // namespace lorakit_test_io_peft_init

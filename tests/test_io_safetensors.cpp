@@ -10,6 +10,8 @@
 #include <cstring>
 #include <limits>
 
+namespace lorakit_test_io_safetensors {
+
 using namespace lorakit;
 using namespace lorakit::io;
 using lorakit::testing::TempDir;
@@ -345,3 +347,5 @@ TEST_CASE("safetensors reader rejects each kind of malformed file with a clear m
     CHECK(SafetensorsReader(with(safetensors_bytes("{}", ""))).tensors().empty());
   }
 }
+
+}  // namespace lorakit_test_io_safetensors

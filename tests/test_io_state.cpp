@@ -11,6 +11,8 @@
 #include <cstring>
 #include <string>
 
+namespace lorakit_test_io_state {
+
 using namespace lorakit;
 using lorakit::testing::random_matrix;
 using lorakit::testing::TempDir;
@@ -223,3 +225,5 @@ TEST_CASE("corrupted, truncated, foreign and malformed states are refused with I
   CHECK(message_of([&] { io::state_from_bytes<StreamingSvd<double>>(padded); }).find("1 bytes follow") !=
         std::string::npos);
 }
+
+}  // namespace lorakit_test_io_state

@@ -10,6 +10,8 @@
 #include <cmath>
 #include <vector>
 
+namespace lorakit_test_kernel_simd {
+
 using namespace lorakit;
 using namespace lorakit::testing;
 
@@ -64,3 +66,5 @@ TEST_CASE("the SIMD dispatch has a vector path on x86-64 and AArch64", "[kernel]
   detail::simd_dispatch([](auto arch) { UNSCOPED_INFO("dispatched to " << decltype(arch)::name()); });
   SUCCEED();
 }
+
+}  // namespace lorakit_test_kernel_simd

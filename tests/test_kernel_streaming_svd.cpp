@@ -9,6 +9,8 @@
 #include <limits>
 #include <vector>
 
+namespace lorakit_test_kernel_streaming_svd {
+
 using namespace lorakit;
 using namespace lorakit::testing;
 
@@ -245,3 +247,5 @@ TEMPLATE_TEST_CASE("StreamingSvd rejects bad arguments and stays unchanged", "[k
   CHECK(stream.components() == saved.components());
   CHECK(stream.singular_values() == saved.singular_values());
 }
+
+}  // namespace lorakit_test_kernel_streaming_svd

@@ -9,6 +9,8 @@
 #include <cmath>
 #include <limits>
 
+namespace lorakit_test_kernel_svd {
+
 using namespace lorakit;
 using namespace lorakit::testing;
 
@@ -225,3 +227,5 @@ TEMPLATE_TEST_CASE("product_svd rejects bad arguments", "[kernel][product_svd]",
   a(7, 29) = std::numeric_limits<T>::quiet_NaN();
   CHECK_THROWS_AS(product_svd<T>(b, a, 2), ValueError);
 }
+
+}  // namespace lorakit_test_kernel_svd

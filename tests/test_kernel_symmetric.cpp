@@ -6,6 +6,8 @@
 
 #include <lorakit/kernel/symmetric_products.hpp>
 
+namespace lorakit_test_kernel_symmetric {
+
 using namespace lorakit;
 using namespace lorakit::testing;
 
@@ -77,3 +79,5 @@ TEMPLATE_TEST_CASE("cholesky_inverse equals LLT::solve(Identity) and is exactly 
               .maxCoeff() < condition * 100 * tolerance<T>());
   }
 }
+
+}  // namespace lorakit_test_kernel_symmetric

@@ -8,6 +8,8 @@
 #include <lorakit/adapter/adapter_set.hpp>
 #include <lorakit/adapter/lora.hpp>
 
+namespace lorakit_test_layers {
+
 using namespace lorakit;
 using lorakit::testing::finite_difference_gradient;
 using lorakit::testing::random_matrix;
@@ -197,3 +199,5 @@ TEST_CASE("AdaptedLinear refuses an empty weight view with a ShapeError", "[adap
   CHECK_THROWS_WITH(Layer::viewing(empty, random_lora<float>(4, 3, 1)),
                     "AdaptedLinear: weight is [0 x 0], but the adapter is for [3 x 4]");
 }
+
+}  // namespace lorakit_test_layers

@@ -12,6 +12,8 @@
 #include <limits>
 #include <vector>
 
+namespace lorakit_test_lora {
+
 using namespace lorakit;
 using lorakit::testing::finite_difference_gradient;
 using lorakit::testing::random_matrix;
@@ -326,3 +328,5 @@ TEMPLATE_TEST_CASE("A refused Lora call changes nothing (weights, gradients, wor
   testing::check_refused_calls_change_nothing(plain, testing::random_matrix<T>(5, 12, 5),
                                               testing::random_matrix<T>(5, 7, 6));
 }
+
+}  // namespace lorakit_test_lora

@@ -12,6 +12,8 @@
 #include <limits>
 #include <string>
 
+namespace lorakit_test_lora_da {
+
 using lorakit::Index;
 using lorakit::Matrix;
 using lorakit::testing::random_matrix;
@@ -419,3 +421,5 @@ TEST_CASE("LoRA-DA's initialization trains to a lower loss than Kaiming and EVA"
   CHECK(loss_da < loss_eva);
   CHECK(loss_da < 0.5 * base);
 }
+
+}  // namespace lorakit_test_lora_da

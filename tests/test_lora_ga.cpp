@@ -16,6 +16,8 @@
 #include <limits>
 #include <set>
 
+namespace lorakit_test_lora_ga {
+
 using namespace lorakit;
 using lorakit::testing::random_matrix;
 using lorakit::testing::relative_error;
@@ -387,3 +389,5 @@ TEST_CASE("LoRA-GA and its accumulator refuse bad input and change nothing", "[l
   CHECK(W == W_before);
   CHECK(lora.A() == A_before);
 }
+
+}  // namespace lorakit_test_lora_ga

@@ -9,6 +9,8 @@
 #include <Eigen/QR>
 #include <Eigen/SVD>
 
+namespace lorakit_test_pissa {
+
 using namespace lorakit;
 using lorakit::testing::random_matrix;
 using lorakit::testing::relative_error;
@@ -165,3 +167,5 @@ TEST_CASE("PiSSA and OLoRA refuse bad input and change nothing", "[pissa][olora]
   CHECK_THROWS_AS(pissa_to_lora(lora, other), ValueError);
   CHECK_THROWS_AS(pissa_to_lora(lora, lora, 5), ValueError);
 }
+
+}  // namespace lorakit_test_pissa

@@ -13,6 +13,8 @@
 #include <limits>
 #include <vector>
 
+namespace lorakit_test_serve_bank {
+
 using namespace lorakit;
 using namespace lorakit::testing;
 
@@ -346,3 +348,5 @@ TEMPLATE_TEST_CASE("make_banks puts adapter set j in slot j of each module's ban
   CHECK_THROWS_AS(make_banks<T>({&user0, &user1}, 4), ValueError);
   CHECK_THROWS_AS(make_banks<T>({}), ValueError);
 }
+
+}  // namespace lorakit_test_serve_bank

@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+namespace lorakit_test_squeeze {
+
 using namespace lorakit;
 
 namespace {
@@ -547,3 +549,5 @@ TEST_CASE("LoRA-Squeeze's claim: rank 32 squeezed to 8 then trained beats rank 8
   WARN("best relative loss ||dW - dW*||^2 / ||dW*||^2: rank 8 directly " << direct << ", squeezed " << squeezed);
   CHECK(squeezed <= direct);
 }
+
+}  // namespace lorakit_test_squeeze

@@ -1,6 +1,6 @@
 // The text data of examples/tiny_llama: the three-way split, the training windows, gzip reading, and held-out bits
 // per byte against its closed form for a model that predicts every byte with probability 1/256.
-#include "text_data.hpp"
+#include "tiny_llama/text_data.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -8,6 +8,8 @@
 
 #include <filesystem>
 #include <fstream>
+
+namespace lorakit_test_tiny_llama_data {
 
 namespace {
 
@@ -85,3 +87,5 @@ TEST_CASE("tiny_llama read_gzip reads what zlib wrote, and rejects a corrupt fil
 }
 
 }  // namespace
+
+}  // namespace lorakit_test_tiny_llama_data

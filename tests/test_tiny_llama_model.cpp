@@ -1,11 +1,13 @@
 // The tiny llama of examples/tiny_llama: every layer's backward and the whole model's gradient against central
 // finite differences in double, RoPE's relative-position property and its rotate_half layout, the causal mask,
 // and the errors of bad input.
-#include "model.hpp"
+#include "tiny_llama/model.hpp"
 
 #include "test_support.hpp"
 
 #include <catch2/catch.hpp>
+
+namespace lorakit_test_tiny_llama_model {
 
 namespace {
 
@@ -258,3 +260,5 @@ TEST_CASE("tiny_llama rejects bad input with lorakit errors", "[tiny_llama]") {
 }
 
 }  // namespace
+
+}  // namespace lorakit_test_tiny_llama_model

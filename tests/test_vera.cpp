@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+namespace lorakit_test_vera {
+
 using namespace lorakit;
 using lorakit::testing::finite_difference_gradient;
 using lorakit::testing::random_matrix;
@@ -437,3 +439,5 @@ TEMPLATE_TEST_CASE("A refused Vera call changes nothing (vectors, gradients, wor
   Vera<T> plain = random_vera<T>(projections, 10, 9);
   testing::check_refused_calls_change_nothing(plain, random_matrix<T>(4, 10, 7), random_matrix<T>(4, 9, 8));
 }
+
+}  // namespace lorakit_test_vera
