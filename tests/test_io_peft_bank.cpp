@@ -1,11 +1,12 @@
-// load_peft_banks (io/peft_bank.hpp): several PEFT folders into one bank per module, slot j = folder j, each
-// folder's own scaling; checked against load_peft of each folder and the adapters that were saved.
+// load_peft_banks and load_peft_into_banks (io/banks.hpp): several PEFT folders into one bank per module, slot j =
+// folder j, each folder's own scaling; checked against load_peft of each folder and the adapters that were saved.
 #include <catch2/catch.hpp>
 
 #include "io_test_support.hpp"
 #include "test_support.hpp"
 
-#include <lorakit/io/peft_bank.hpp>
+#include <lorakit/io/banks.hpp>
+#include <lorakit/io/peft_bank.hpp>  // the header of the first release still compiles
 
 namespace lorakit_test_io_peft_bank {
 
@@ -87,4 +88,42 @@ TEST_CASE("load_peft_banks reads a folder written by PEFT itself", "[io][peft][b
   }
 }
 
+<<<<<<< HEAD
 }  // namespace lorakit_test_io_peft_bank
+=======
+TEST_CASE("load_peft_into_banks swaps folders into slots, all or nothing", "[io][peft][bank]") {
+  using T = double;
+  TempDir tmp;
+  AdapterSet<Lora<T>> user0, user1, wide;
+  user0.add("model.layers.0.self_attn.q_proj", random_lora<T>(16, 16, 4, 8, 1));
+  user0.add("model.layers.0.self_attn.v_proj", random_lora<T>(16, 8, 2, 8, 3));
+  user1.add("model.layers.0.self_attn.q_proj", random_lora<T>(16, 16, 6, 3, 5));
+  wide.add("model.layers.0.self_attn.v_proj", random_lora<T>(16, 16, 2, 8, 7));
+  io::save_peft(tmp / "user0", user0);
+  io::save_peft(tmp / "user1", user1);
+  io::save_peft(tmp / "wide", wide);
+
+  auto banks = io::load_peft_banks<T>({tmp / "user0", tmp / "user0"}, 8);
+  io::load_peft_into_banks(banks, {tmp / "user1"}, 1);
+  const auto folder1 = io::load_peft<T>(tmp / "user1");
+  const AdapterBank<T>& q = banks.at("model.layers.0.self_attn.q_proj");
+  const AdapterBank<T>& v = banks.at("model.layers.0.self_attn.v_proj");
+  CHECK(q.rank(0) == 4);
+  CHECK(q.rank(1) == 6);
+  CHECK(Matrix<T>(q.A(1)) == folder1.adapters.at("model.layers.0.self_attn.q_proj").A());
+  CHECK(q.scaling(1) == folder1.adapters.at("model.layers.0.self_attn.q_proj").scaling());
+  CHECK(v.rank(0) == 2);
+  CHECK(v.rank(1) == 0);  // user1 does not adapt v: user0's adapter left slot 1
+
+  // A later folder of the wrong shape, or missing: nothing changes, and the message names the folder.
+  CHECK_THROWS_AS(io::load_peft_into_banks(banks, {tmp / "user0", tmp / "wide"}, 0), ShapeError);
+  CHECK_THROWS_WITH(io::load_peft_into_banks(banks, {tmp / "user0", tmp / "wide"}, 0),
+                    Catch::Contains("load_peft_into_banks: module 'model.layers.0.self_attn.v_proj' of dirs[1] (") &&
+                        Catch::Contains("wide')"));
+  CHECK_THROWS_AS(io::load_peft_into_banks(banks, {tmp / "user0", tmp / "missing"}, 0), IoError);
+  CHECK(q.rank(0) == 4);
+  CHECK(q.rank(1) == 6);
+  CHECK(v.rank(1) == 0);
+  CHECK(Matrix<T>(q.A(1)) == folder1.adapters.at("model.layers.0.self_attn.q_proj").A());
+}
+>>>>>>> main

@@ -349,4 +349,74 @@ TEMPLATE_TEST_CASE("make_banks puts adapter set j in slot j of each module's ban
   CHECK_THROWS_AS(make_banks<T>({}), ValueError);
 }
 
+TEMPLATE_TEST_CASE("load_banks swaps adapter sets into slots of every bank, all or nothing", "[serve][bank]", float,
+                   double) {
+  using T = TestType;
+  using Catch::Matchers::Contains;
+  AdapterSet<Lora<T>> user0, user1, user2;
+  user0.add("q", random_lora<T>(12, 12, 2, 1));
+  user0.add("v", random_lora<T>(12, 6, 3, 2));
+  user1.add("q", random_lora<T>(12, 12, 5, 3));
+  user2.add("v", random_lora<T>(12, 6, 1, 4));
+  auto banks = make_banks<T>({&user0, &user0, &user0}, 5);
+
+  // user2 and user1 into slots 1 and 2; user2 does not adapt q, user1 not v: those slots are cleared.
+  load_banks<T>(banks, {&user2, &user1}, 1);
+  const AdapterBank<T>& q = banks.at("q");
+  const AdapterBank<T>& v = banks.at("v");
+  CHECK(q.rank(0) == 2);
+  CHECK(q.rank(1) == 0);
+  CHECK(q.rank(2) == 5);
+  CHECK(v.rank(1) == 1);
+  CHECK(v.rank(2) == 0);
+  CHECK(Matrix<T>(q.A(2)) == user1.at("q").A());
+  CHECK(Matrix<T>(v.B_transposed(1)) == Matrix<T>(user2.at("v").B().transpose()));
+  CHECK(q.scaling(2) == user1.at("q").scaling());
+  CHECK(v.scaling(1) == user2.at("v").scaling());
+  // Rows on the swapped slots get what each user's adapter gives alone.
+  const Matrix<T> x = random_matrix<T>(4, 12, 5);
+  const std::vector<Index> slots = {2, 1, 0, 2};
+  const Matrix<T> y0 = random_matrix<T>(4, 12, 6);
+  Matrix<T> y = y0;
+  q.forward(x, slots, y);
+  Lora<T> q0 = user0.at("q"), q1 = user1.at("q");
+  check_against(y, reference(x, slots, std::vector<Lora<T>*>{&q0, nullptr, &q1}, y0), y0, slots,
+                std::vector<Lora<T>*>{&q0, nullptr, &q1});
+
+  // Each error names the module and the set, and a failure in the last set leaves every bank as it was.
+  const auto state = [&] {
+    std::vector<T> out;
+    for (const auto& entry : banks) {
+      const AdapterBank<T>& bank = entry.second;
+      for (Index k = 0; k < bank.slots(); ++k) {
+        out.push_back(static_cast<T>(bank.rank(k)));
+        out.push_back(bank.scaling(k));
+        const Matrix<T> A = bank.A(k), Bt = bank.B_transposed(k);
+        out.insert(out.end(), A.data(), A.data() + A.size());
+        out.insert(out.end(), Bt.data(), Bt.data() + Bt.size());
+      }
+    }
+    return out;
+  };
+  const auto before = state();
+  AdapterSet<Lora<T>> big, odd, nan, other;
+  big.add("q", random_lora<T>(12, 12, 6, 7));
+  odd.add("v", random_lora<T>(12, 10, 2, 8));
+  nan.add("v", random_lora<T>(12, 6, 2, 9));
+  nan.at("v").B()(3, 1) = std::numeric_limits<T>::quiet_NaN();
+  other.add("o", random_lora<T>(12, 12, 2, 10));
+  CHECK_THROWS_AS(load_banks<T>(banks, {&user1, &big}, 0), ValueError);
+  CHECK_THROWS_WITH(load_banks<T>(banks, {&user1, &big}, 0),
+                    Contains("load_banks: module 'q' of sets[1]: AdapterBank::load: the adapter's rank is 6, above max_rank = 5"));
+  CHECK_THROWS_AS(load_banks<T>(banks, {&user0, &odd}, 0), ShapeError);
+  CHECK_THROWS_WITH(load_banks<T>(banks, {&user0, &nan}, 1), Contains("module 'v' of sets[1]") && Contains("is nan"));
+  CHECK_THROWS_WITH(load_banks<T>(banks, {&user0, &other}, 0),
+                    Contains("sets[1] adapts module 'o', which has no bank (the banks are for 'q', 'v')"));
+  CHECK_THROWS_WITH(load_banks<T>(banks, {&user0, &user1}, 2), Contains("first_slot is 2 for 2 adapter sets"));
+  CHECK_THROWS_AS(load_banks<T>(banks, {&user0}, -1), ValueError);
+  CHECK_THROWS_AS(load_banks<T>(banks, {&user0, nullptr}, 0), ValueError);
+  CHECK_THROWS_AS(load_banks<T>(banks, {}, 0), ValueError);
+  CHECK(state() == before);
+}
+
 }  // namespace lorakit_test_serve_bank

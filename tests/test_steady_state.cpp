@@ -64,35 +64,53 @@ void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); 
 
 using namespace lorakit;
 
+namespace {
+
+// Small enough that Eigen's matrix-product blocking fits its stack buffer (EIGEN_STACK_ALLOCATION_LIMIT);
+// larger products take their packing buffers from the heap inside Eigen itself.
+constexpr Index kIn = 64, kOut = 48, kRank = 8, kRows = 16;
+
+/// Five training steps of `layer` (forward, backward, AdamW step) after a first one that sizes the workspaces
+/// allocate nothing, as seen by both counters.
+template <class T, class Adapter>
+void check_steps_allocate_nothing(AdaptedLinear<T, Adapter>& layer) {
+  layer.set_bias(Vector<T>::Ones(kOut));
+  AdamW<T> adamw(layer.adapter().parameters());
+  const Matrix<T> x = testing::random_matrix<T>(kRows, kIn, 2), dy = testing::random_matrix<T>(kRows, kOut, 3);
+  Matrix<T> y(kRows, kOut), dx(kRows, kIn);
+  auto step = [&] {
+    layer.forward(x, y);
+    adamw.zero_grad();
+    layer.backward(x, dy, dx);
+    adamw.step();
+  };
+  step();  // the first step sizes the workspaces
+
+  const long new_before = operator_new_calls.load();
+  eigen_allocation_attempts = 0;
+  Eigen::internal::set_is_malloc_allowed(false);
+  for (int i = 0; i < 5; ++i) step();
+  Eigen::internal::set_is_malloc_allowed(true);
+  CHECK(eigen_allocation_attempts.load() == 0);
+  CHECK(operator_new_calls.load() - new_before == 0);
+}
+
+LoraConfig step_config(double dropout) {
+  LoraConfig c;
+  c.rank = kRank;
+  c.dropout = dropout;
+  return c;
+}
+
+}  // namespace
+
 TEMPLATE_TEST_CASE("A steady-state LoRA training step allocates nothing", "[steady_state]", float, double) {
   using T = TestType;
-  // Small enough that Eigen's matrix-product blocking fits its stack buffer (EIGEN_STACK_ALLOCATION_LIMIT);
-  // larger products take their packing buffers from the heap inside Eigen itself.
-  const Index in = 64, out = 48, r = 8, n = 16;
   for (double dropout : {0.0, 0.1}) {
-    LoraConfig c;
-    c.rank = r;
-    c.dropout = dropout;
-    auto layer = AdaptedLinear<T, Lora<T>>::owning(testing::random_matrix<T>(out, in, 1), Lora<T>(in, out, c));
-    layer.set_bias(Vector<T>::Ones(out));
-    AdamW<T> adamw(layer.adapter().parameters());
-    const Matrix<T> x = testing::random_matrix<T>(n, in, 2), dy = testing::random_matrix<T>(n, out, 3);
-    Matrix<T> y(n, out), dx(n, in);
-    auto step = [&] {
-      layer.forward(x, y);
-      adamw.zero_grad();
-      layer.backward(x, dy, dx);
-      adamw.step();
-    };
-    step();  // the first step sizes the workspaces
-
-    const long new_before = operator_new_calls.load();
-    eigen_allocation_attempts = 0;
-    Eigen::internal::set_is_malloc_allowed(false);
-    for (int i = 0; i < 5; ++i) step();
-    Eigen::internal::set_is_malloc_allowed(true);
-    CHECK(eigen_allocation_attempts.load() == 0);
-    CHECK(operator_new_calls.load() - new_before == 0);
+    INFO("dropout " << dropout);
+    auto layer = AdaptedLinear<T, Lora<T>>::owning(testing::random_matrix<T>(kOut, kIn, 1),
+                                                   Lora<T>(kIn, kOut, step_config(dropout)));
+    check_steps_allocate_nothing(layer);
   }
 
   // The counters do see allocations: a temporary matrix trips Eigen's, a std::vector the other.
@@ -108,33 +126,12 @@ TEMPLATE_TEST_CASE("A steady-state LoRA training step allocates nothing", "[stea
 
 TEMPLATE_TEST_CASE("A steady-state DoRA training step allocates nothing", "[steady_state][dora]", float, double) {
   using T = TestType;
-  const Index in = 64, out = 48, r = 8, n = 16;
   for (double dropout : {0.0, 0.1}) {
-    LoraConfig c;
-    c.rank = r;
-    c.dropout = dropout;
-    const Matrix<T> W = testing::random_matrix<T>(out, in, 1);
-    auto layer = AdaptedLinear<T, Dora<T>>::owning(W, Dora<T>(W, c));
-    layer.adapter().B() = testing::random_matrix<T>(out, r, 4, 0.1);
-    layer.set_bias(Vector<T>::Ones(out));
-    AdamW<T> adamw(layer.adapter().parameters());
-    const Matrix<T> x = testing::random_matrix<T>(n, in, 2), dy = testing::random_matrix<T>(n, out, 3);
-    Matrix<T> y(n, out), dx(n, in);
-    auto step = [&] {
-      layer.forward(x, y);
-      adamw.zero_grad();
-      layer.backward(x, dy, dx);
-      adamw.step();
-    };
-    step();  // the first step sizes the workspaces
-
-    const long new_before = operator_new_calls.load();
-    eigen_allocation_attempts = 0;
-    Eigen::internal::set_is_malloc_allowed(false);
-    for (int i = 0; i < 5; ++i) step();
-    Eigen::internal::set_is_malloc_allowed(true);
-    CHECK(eigen_allocation_attempts.load() == 0);
-    CHECK(operator_new_calls.load() - new_before == 0);
+    INFO("dropout " << dropout);
+    const Matrix<T> W = testing::random_matrix<T>(kOut, kIn, 1);
+    auto layer = AdaptedLinear<T, Dora<T>>::owning(W, Dora<T>(W, step_config(dropout)));
+    layer.adapter().B() = testing::random_matrix<T>(kOut, kRank, 4, 0.1);
+    check_steps_allocate_nothing(layer);
   }
 }
 

@@ -6,6 +6,8 @@
 // Without node or the npm package the program skips (main.cpp).
 #include <catch2/catch.hpp>
 
+#include "../io_test_support.hpp"
+
 #include <lorakit/core/random.hpp>
 #include <lorakit/io/gguf.hpp>
 #include <lorakit/io/gguf_lora.hpp>
@@ -16,7 +18,6 @@
 #include <filesystem>
 #include <iostream>
 #include <map>
-#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -33,18 +34,7 @@ constexpr Index hidden = 32, n_head = 4, n_head_kv = 2, head_dim = hidden / n_he
 const std::vector<int> prompt = {1, 7, 42, 3, 63, 20, 11, 5};
 
 /// A folder under the temporary directory, removed on destruction.
-struct Scratch {
-  std::filesystem::path path;
-  Scratch() {
-    std::random_device device;
-    path = std::filesystem::temp_directory_path() / ("lorakit-llama-cpp-" + std::to_string(device()));
-    std::filesystem::create_directories(path);
-  }
-  ~Scratch() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path, ignored);
-  }
-};
+using Scratch = lorakit::testing::TempDir;
 
 /// The weights of the model in Hugging Face names and layout (W [out x in], q and k rows in Hugging Face order).
 using Weights = std::map<std::string, Matrix<double>>;
@@ -198,8 +188,8 @@ struct Base {
   Weights weights = random_model(1);
   Matrix<double> logits;
   Base() {
-    write_model(scratch.path / "base.gguf", weights);
-    logits = llama_logits(scratch.path / "base.gguf");
+    write_model(scratch / "base.gguf", weights);
+    logits = llama_logits(scratch / "base.gguf");
   }
 };
 Base& base_model() {
@@ -222,7 +212,7 @@ GgufLoraOptions options() {
 TEST_CASE("llama.cpp applies lorakit's GGUF adapters exactly as the merged weights", "[llama_cpp]") {
   Base& b = base_model();
   const Weights& base = b.weights;
-  const auto& folder = b.scratch.path;
+  const auto& folder = b.scratch.path();
   CHECK(b.logits.allFinite());
 
   SECTION("plain adapter on every projection, the embedding and the head") {
@@ -303,19 +293,19 @@ TEST_CASE("lorakit-convert turns a PEFT folder into the adapter llama.cpp's conv
   }
   PeftSaveOptions peft;
   peft.task_type = "CAUSAL_LM";
-  save_peft(scratch.path / "peft", set, peft);
+  save_peft(scratch / "peft", set, peft);
   const std::string command = quote(convert_binary) + " --arch llama --n-head " + std::to_string(n_head) + " --n-head-kv " +
-                              std::to_string(n_head_kv) + " " + quote((scratch.path / "peft").string()) + " " +
-                              quote((scratch.path / "adapter.gguf").string());
+                              std::to_string(n_head_kv) + " " + quote((scratch / "peft").string()) + " " +
+                              quote((scratch / "adapter.gguf").string());
   INFO(command);
   REQUIRE(std::system(command.c_str()) == 0);
   // The merged model: Hugging Face weights merged by lorakit from the PEFT folder, converted by the test itself.
-  const auto folder = load_peft<double>(scratch.path / "peft");
+  const auto folder = load_peft<double>(scratch / "peft");
   Weights merged_weights = base;
   for (const auto& name : folder.adapters.names()) folder.merge_into(name, merged_weights.at(name));
-  write_model(scratch.path / "merged.gguf", merged_weights);
-  const Matrix<double> with_adapter = llama_logits(b.scratch.path / "base.gguf", scratch.path / "adapter.gguf");
-  const Matrix<double> with_merge = llama_logits(scratch.path / "merged.gguf");
+  write_model(scratch / "merged.gguf", merged_weights);
+  const Matrix<double> with_adapter = llama_logits(b.scratch / "base.gguf", scratch / "adapter.gguf");
+  const Matrix<double> with_merge = llama_logits(scratch / "merged.gguf");
   const double agreement = (with_adapter - with_merge).cwiseAbs().maxCoeff();
   const double change = (with_adapter - base_logits).cwiseAbs().maxCoeff();
   INFO("max |adapter - merged| = " << agreement << ", max |adapter - base| = " << change);
@@ -323,10 +313,10 @@ TEST_CASE("lorakit-convert turns a PEFT folder into the adapter llama.cpp's conv
   CHECK(change > 0.5);
 
   // And back: --to-peft restores the PEFT folder's updates.
-  const std::string back = quote(convert_binary) + " --to-peft " + quote((scratch.path / "adapter.gguf").string()) + " " +
-                           quote((scratch.path / "back").string());
+  const std::string back = quote(convert_binary) + " --to-peft " + quote((scratch / "adapter.gguf").string()) + " " +
+                           quote((scratch / "back").string());
   REQUIRE(std::system(back.c_str()) == 0);
-  const auto returned = load_peft<double>(scratch.path / "back");
+  const auto returned = load_peft<double>(scratch / "back");
   REQUIRE(returned.adapters.names() == folder.adapters.names());
   for (const auto& [name, lora] : folder.adapters) {
     const Matrix<double> expected = lora.delta_weight();

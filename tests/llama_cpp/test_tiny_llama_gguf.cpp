@@ -7,12 +7,13 @@
 // Without node or the npm package the program skips (main.cpp).
 #include <catch2/catch.hpp>
 
+#include "../io_test_support.hpp"
+
 #include "../../examples/tiny_llama/gguf_export.hpp"
 #include "../../examples/tiny_llama/llama_cpp.hpp"
 
 #include <algorithm>
 #include <iostream>
-#include <random>
 #include <set>
 #include <string>
 #include <vector>
@@ -25,18 +26,7 @@ namespace {
 const tl::LlamaCpp llama_cpp(LORAKIT_LLAMA_CPP_DIR);
 
 /// A folder under the temporary directory, removed on destruction.
-struct Scratch {
-  std::filesystem::path path;
-  Scratch() {
-    std::random_device device;
-    path = std::filesystem::temp_directory_path() / ("lorakit-tiny-llama-gguf-" + std::to_string(device()));
-    std::filesystem::create_directories(path);
-  }
-  ~Scratch() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path, ignored);
-  }
-};
+using Scratch = lorakit::testing::TempDir;
 
 /// The study's architecture at a smaller size (4 query heads, 2 key/value heads, 2 layers, the byte vocabulary).
 tl::Config small_config() {
@@ -142,9 +132,9 @@ TEST_CASE("llama.cpp's own tokenizer of the exported vocabulary maps each byte t
   const tl::Config c = small_config();
   lorakit::Rng rng(3);
   Scratch scratch;
-  tl::save_gguf_base(scratch.path / "base.gguf", tl::Weights<float>::random(c, rng));
+  tl::save_gguf_base(scratch / "base.gguf", tl::Weights<float>::random(c, rng));
   const std::string text = "A hacker's kludge,\n  ~{x = 42;}\t| `foo' & \"bar\" @ 100%!";
-  const auto [tokens, back] = llama_cpp.tokenize(scratch.path / "base.gguf", text);
+  const auto [tokens, back] = llama_cpp.tokenize(scratch / "base.gguf", text);
   CHECK(tokens == std::vector<int>(text.begin(), text.end()));  // token id = byte, no BOS or EOS added
   CHECK(back == text);
 }
@@ -154,8 +144,8 @@ TEST_CASE("save_gguf_base rejects a vocabulary that is not the 256 bytes", "[lla
   c.vocab = 64;
   lorakit::Rng rng(1);
   Scratch scratch;
-  CHECK_THROWS_AS(tl::save_gguf_base(scratch.path / "base.gguf", tl::Weights<float>::random(c, rng)), lorakit::ValueError);
-  CHECK_FALSE(std::filesystem::exists(scratch.path / "base.gguf"));
+  CHECK_THROWS_AS(tl::save_gguf_base(scratch / "base.gguf", tl::Weights<float>::random(c, rng)), lorakit::ValueError);
+  CHECK_FALSE(std::filesystem::exists(scratch / "base.gguf"));
 }
 
 TEST_CASE("llama.cpp's logits for the exported tiny llama and its LoRA adapter equal the C++ model's",
@@ -165,7 +155,7 @@ TEST_CASE("llama.cpp's logits for the exported tiny llama and its LoRA adapter e
   auto adapters = random_adapters(c, 11);
   const std::vector<std::uint8_t> tokens = text_tokens();
   Scratch scratch;
-  const auto base_file = scratch.path / "base.gguf", adapter_file = scratch.path / "adapter.gguf";
+  const auto base_file = scratch / "base.gguf", adapter_file = scratch / "adapter.gguf";
   tl::save_gguf_base(base_file, weights);
   lorakit::io::save_gguf_lora(adapter_file, adapters, tl::gguf_lora_options(c));
 
@@ -195,8 +185,8 @@ TEST_CASE("llama.cpp's logits for the exported tiny llama and its LoRA adapter e
         W = lorakit::io::detail::unpermute_heads(W, heads);
       }
     }
-    tl::save_gguf_base(scratch.path / "hf-order.gguf", unpermuted);
-    const double error = (llama_cpp.logits(scratch.path / "hf-order.gguf", {}, tokens, c.vocab) - expected_base)
+    tl::save_gguf_base(scratch / "hf-order.gguf", unpermuted);
+    const double error = (llama_cpp.logits(scratch / "hf-order.gguf", {}, tokens, c.vocab) - expected_base)
                              .cwiseAbs().maxCoeff();
     std::cout << "with the q/k rows in Hugging Face's order instead: " << error << " (logits spread over "
               << expected_base.maxCoeff() - expected_base.minCoeff() << ")\n";

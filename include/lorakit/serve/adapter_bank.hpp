@@ -102,15 +102,21 @@ class AdapterBank {
   /// Errors: slot outside [0, slots) (ValueError); the adapter's in or out unlike the bank's (ShapeError); its rank
   /// above max_rank (ValueError); non-finite factors (ValueError). The bank is unchanged when one is thrown.
   void load(Index slot, const Lora<T>& adapter) {
-    constexpr const char* where = "AdapterBank::load";
-    check_loadable(where, slot, adapter.in_features(), adapter.out_features(), adapter.rank());
-    detail::check_finite(where, "adapter.A()", adapter.A());
-    detail::check_finite(where, "adapter.B()", adapter.B());
+    check_load(slot, adapter);
     const Index r = adapter.rank();
     At_.block(slot * in_, 0, in_, r) = adapter.A().transpose();
     At_.block(slot * in_, r, in_, ld_ - r).setZero();
     Bt_.middleRows(slot * max_rank_, r) = adapter.B().transpose();
     set_slot(slot, r, adapter.scaling());
+  }
+
+  /// Throws what `load(slot, adapter)` would throw, and changes nothing: for loads of several adapters that must
+  /// all take place or none (load_banks checks every adapter before it loads the first).
+  void check_load(Index slot, const Lora<T>& adapter) const {
+    constexpr const char* where = "AdapterBank::load";
+    check_loadable(where, slot, adapter.in_features(), adapter.out_features(), adapter.rank());
+    detail::check_finite(where, "adapter.A()", adapter.A());
+    detail::check_finite(where, "adapter.B()", adapter.B());
   }
 
   /// Loads a VeRA adapter as the LoRA pair \f$A = \Lambda_d A_l\f$, \f$B = \Lambda_b B_l\f$, s = 1 (Kopiczko et al.,
@@ -372,43 +378,121 @@ class AdapterBank {
   mutable Matrix<T> y_gather_;         // [kGatherBlock x out]
 };
 
-/// One bank per module from several adapter sets (e.g. the PEFT folders or GGUF files of several users): set j
-/// goes to slot j of the bank of each module it adapts; a module that set j lacks leaves slot j empty in its bank.
-/// max_rank 0 takes the largest rank of each module over the sets. Errors: no sets (ValueError); a module whose
-/// shapes differ between sets (ShapeError); a rank above a given max_rank (ValueError).
-template <class T>
-std::map<std::string, AdapterBank<T>> make_banks(const std::vector<const AdapterSet<Lora<T>>*>& sets, Index max_rank = 0) {
-  constexpr const char* where = "make_banks";
-  if (sets.empty()) detail::fail<ValueError>(where, "sets is empty, expected at least one adapter set");
+namespace detail {
+
+/// Names set j in the messages of the bank loaders ("sets[1]"; io/banks.hpp names the file instead).
+inline std::string bank_set_index(std::size_t j) { return concat("sets[", j, "]"); }
+
+/// Rethrows e (a ShapeError or ValueError of AdapterBank::check_load) as the same type with `where` and the
+/// module and set in front.
+[[noreturn]] inline void rethrow_in_context(const char* where, const std::string& module, const std::string& set,
+                                           const Error& e) {
+  if (dynamic_cast<const ShapeError*>(&e)) fail<ShapeError>(where, "module '", module, "' of ", set, ": ", e.what());
+  fail<ValueError>(where, "module '", module, "' of ", set, ": ", e.what());
+}
+
+/// The one rule that puts adapter sets into banks: set j goes to slot first_slot + j of every bank; a bank whose
+/// module set j lacks gets that slot cleared (the set does not adapt that module). Everything is checked first
+/// (every module of every set has a bank, its shape and rank fit it, its factors are finite, the slots exist),
+/// then everything is loaded, so the banks are unchanged when an error is thrown.
+/// `label(j)` names set j in the messages.
+template <class T, class Label>
+void load_banks(const char* where, std::map<std::string, AdapterBank<T>>& banks,
+                const std::vector<const AdapterSet<Lora<T>>*>& sets, Index first_slot, const Label& label) {
+  if (sets.empty()) fail<ValueError>(where, "no adapter sets, expected at least one");
+  for (std::size_t j = 0; j < sets.size(); ++j) {
+    if (sets[j] == nullptr) fail<ValueError>(where, label(j), " is null");
+  }
+  const auto count = static_cast<Index>(sets.size());
+  for (const auto& [name, bank] : banks) {
+    if (first_slot < 0 || first_slot + count > bank.slots()) {
+      fail<ValueError>(where, "first_slot is ", first_slot, " for ", count, " adapter sets, but the bank of '", name,
+                       "' has ", bank.slots(), " slots (expected 0 <= first_slot <= ", bank.slots() - count, ")");
+    }
+  }
+  for (std::size_t j = 0; j < sets.size(); ++j) {
+    for (const auto& [name, lora] : *sets[j]) {
+      const auto bank = banks.find(name);
+      if (bank == banks.end()) {
+        std::string known;
+        for (const auto& entry : banks) known += (known.empty() ? "'" : ", '") + entry.first + "'";
+        fail<ValueError>(where, label(j), " adapts module '", name, "', which has no bank (the banks are for ",
+                         known.empty() ? std::string("no module") : known, ")");
+      }
+      try {
+        bank->second.check_load(first_slot + static_cast<Index>(j), lora);
+      } catch (const Error& e) {
+        rethrow_in_context(where, name, label(j), e);
+      }
+    }
+  }
+  for (auto& [name, bank] : banks) {
+    for (std::size_t j = 0; j < sets.size(); ++j) {
+      const Index slot = first_slot + static_cast<Index>(j);
+      if (sets[j]->contains(name)) {
+        bank.load(slot, sets[j]->at(name));
+      } else {
+        bank.clear(slot);
+      }
+    }
+  }
+}
+
+/// make_banks with the caller's name and set labels in its messages.
+template <class T, class Label>
+std::map<std::string, AdapterBank<T>> make_banks(const char* where, const std::vector<const AdapterSet<Lora<T>>*>& sets,
+                                                 Index max_rank, const Label& label) {
+  if (sets.empty()) fail<ValueError>(where, "no adapter sets, expected at least one");
+  if (max_rank < 0) fail<ValueError>(where, "max_rank is ", max_rank, ", expected 0 (the largest rank) or more");
   struct Shape {
     Index in, out, rank;
   };
   std::map<std::string, Shape> shapes;
   for (std::size_t j = 0; j < sets.size(); ++j) {
-    if (sets[j] == nullptr) detail::fail<ValueError>(where, "sets[", j, "] is null");
+    if (sets[j] == nullptr) fail<ValueError>(where, label(j), " is null");
     for (const auto& [name, lora] : *sets[j]) {
       auto [it, inserted] = shapes.try_emplace(name, Shape{lora.in_features(), lora.out_features(), lora.rank()});
       if (!inserted && (it->second.in != lora.in_features() || it->second.out != lora.out_features())) {
-        detail::fail<ShapeError>(where, "module '", name, "' is [", lora.out_features(), " x ", lora.in_features(),
-                                 "] in sets[", j, "] but [", it->second.out, " x ", it->second.in, "] before");
+        fail<ShapeError>(where, "module '", name, "' is [", lora.out_features(), " x ", lora.in_features(), "] in ",
+                         label(j), " but [", it->second.out, " x ", it->second.in, "] in an earlier one");
       }
       it->second.rank = std::max(it->second.rank, lora.rank());
-      if (max_rank > 0 && lora.rank() > max_rank) {
-        detail::fail<ValueError>(where, "module '", name, "' has rank ", lora.rank(), " in sets[", j,
-                                 "], above max_rank = ", max_rank);
-      }
     }
   }
   std::map<std::string, AdapterBank<T>> banks;
   const auto slots = static_cast<Index>(sets.size());
   for (const auto& [name, shape] : shapes) {
     const Index rank = max_rank > 0 ? std::min(max_rank, std::min(shape.in, shape.out)) : shape.rank;
-    auto& bank = banks.try_emplace(name, shape.in, shape.out, slots, rank).first->second;
-    for (std::size_t j = 0; j < sets.size(); ++j) {
-      if (sets[j]->contains(name)) bank.load(static_cast<Index>(j), sets[j]->at(name));
-    }
+    banks.try_emplace(name, shape.in, shape.out, slots, rank);
   }
+  detail::load_banks<T>(where, banks, sets, 0, label);
   return banks;
+}
+
+}  // namespace detail
+
+/// One bank per module from several adapter sets (e.g. the PEFT folders or GGUF files of several users): set j
+/// goes to slot j of the bank of each module it adapts; a module that set j lacks leaves slot j empty in its bank.
+/// max_rank 0 takes the largest rank of each module over the sets (a given one is capped at min(in, out)).
+/// Errors: no sets, a null set, max_rank < 0 (ValueError); a module whose shapes differ between sets (ShapeError);
+/// a rank above a given max_rank, non-finite factors (ValueError, naming the module and the set).
+template <class T>
+std::map<std::string, AdapterBank<T>> make_banks(const std::vector<const AdapterSet<Lora<T>>*>& sets, Index max_rank = 0) {
+  return detail::make_banks<T>("make_banks", sets, max_rank, detail::bank_set_index);
+}
+
+/// Loads adapter set j into slot first_slot + j of every bank of `banks` (module name -> bank, as make_banks
+/// returns): a hot swap of several users' adapters at once, with no allocation in the banks. A bank whose module
+/// set j does not adapt gets that slot cleared (set j's user has no adapter there), as make_banks leaves it empty.
+/// All or nothing: every adapter is checked before the first is loaded, and the banks are unchanged when one of
+/// these is thrown. Errors: no sets, a null set, slots first_slot .. first_slot + sets - 1 outside a bank's
+/// (ValueError); a module of a set without a bank (ValueError: its adapter could not be served); an adapter whose
+/// shape differs from its bank's (ShapeError); a rank above its bank's max_rank, non-finite factors (ValueError);
+/// each naming the module and the set.
+template <class T>
+void load_banks(std::map<std::string, AdapterBank<T>>& banks, const std::vector<const AdapterSet<Lora<T>>*>& sets,
+                Index first_slot = 0) {
+  detail::load_banks<T>("load_banks", banks, sets, first_slot, detail::bank_set_index);
 }
 
 }  // namespace lorakit
