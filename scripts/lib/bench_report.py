@@ -10,8 +10,8 @@ Above the tables, a summary: one row per headline comparison (SUMMARY below: lor
 the same 2 threads, against its own base layer, one adapter against many), with its goal, and a plot of the same
 ratios (docs/performance-summary.svg, written next to OUTPUT_MD).
 
-The summary and the tables go between the markers BEGIN and END below; the rest of OUTPUT_MD (the analysis written by hand
-under them) is kept. A file without the markers gets them at the top.
+The summary and the tables go between the markers BEGIN and END below; the rest of OUTPUT_MD (the analysis written
+by hand under them) is kept. A file without the markers gets them at the top.
 
 usage: bench_report.py RESULTS_DIR OUTPUT_MD
 """
