@@ -65,6 +65,48 @@ TEST_CASE("tiny_llama bits_per_byte is 8 for a model that predicts uniformly", "
   CHECK_THROWS_AS(bits_per_byte(model, counting_text(10), 16, 20), lorakit::ValueError);
 }
 
+TEST_CASE("tiny_llama rows_of: the ranks' shares of a batch put together are the batch", "[tiny_llama]") {
+  Batches batches(counting_text(1000), 5, 8, 11);
+  batches.next();
+  for (int ranks : {1, 2, 3}) {
+    Bytes joined, share;
+    for (int r = 0; r < ranks; ++r) {
+      // shard_rows' rule (lorakit::dist): the first rows % ranks ranks take one row more.
+      const Index base = 5 / ranks, extra = 5 % ranks;
+      const lorakit_examples::Rows rows{r * base + std::min<Index>(r, extra), base + (r < extra ? 1 : 0)};
+      rows_of(batches.tokens(), rows, 8, share);
+      CHECK(share.size() == static_cast<std::size_t>(rows.count * 8));
+      joined.insert(joined.end(), share.begin(), share.end());
+    }
+    CHECK(joined == batches.tokens());
+  }
+}
+
+TEST_CASE("tiny_llama bits_per_byte of a one-process DataParallel is the plain figure, bit for bit", "[tiny_llama]") {
+  Config c;
+  c.dim = 8;
+  c.layers = 1;
+  c.heads = 2;
+  c.kv_heads = 1;
+  c.hidden = 8;
+  c.context = 16;
+  lorakit::Rng rng(5);
+  Model<double, Dense<double>> model(Weights<double>::random(c, rng), dense_projections<double>(false));
+  int argc = 1;
+  char name[] = "test";
+  char* args[] = {name, nullptr};
+  char** argv = args;
+  const lorakit_examples::DataParallel one(argc, argv);  // built without MPI: one rank
+  REQUIRE(one.size() == 1);
+  CHECK(one.my_rows(7).begin == 0);
+  CHECK(one.my_rows(7).count == 7);
+  const Bytes text = counting_text(2000);
+  const double plain = bits_per_byte(model, text, 16, 20, 7);
+  CHECK(bits_per_byte(model, text, 16, 20, 7, &one) == plain);
+  CHECK(plain > 7.0);  // a random model: close to uniform, not exactly
+  CHECK(plain != 8.0);
+}
+
 TEST_CASE("tiny_llama read_gzip reads what zlib wrote, and rejects a corrupt file", "[tiny_llama]") {
   const auto dir = std::filesystem::temp_directory_path() / "lorakit_test_tiny_llama_data";
   std::filesystem::create_directories(dir);

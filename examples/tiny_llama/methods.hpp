@@ -22,7 +22,10 @@ struct Task {
   Index curve_windows = 32;           // validation windows of each curve point
   Index eval_windows = 128;           // validation and test windows of the final figures
   Index eva_max_batches = 32;         // EVA stops observing there if it has not converged
-  Index lora_da_batches = 16;         // batches of Fisher statistics for LoRA-DA
+  Index lora_da_batches = 16;         // batches of Fisher statistics for LoRA-DA (and of LoRA-GA's gradient)
+  /// Data-parallel runs (null: one process): every rank takes its rows of each batch, of the statistics' batches
+  /// and of the evaluation windows; gradients are averaged and statistics merged over the ranks.
+  const lorakit_examples::DataParallel* parallel = nullptr;
 };
 
 /// One training run of a method at one learning rate and seed.

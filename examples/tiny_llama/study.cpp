@@ -4,12 +4,13 @@
 // exports the pretrained model and the best LoRA adapter as GGUF files and lets llama.cpp continue one prompt with
 // and without the adapter. See docs/tiny-llama.md.
 //
-//   tiny_llama [--quick] [--out DIR] [--cache DIR] [--steps N] [--seeds N] [--seed-offset N]
+//   tiny_llama [--quick] [--out DIR] [--cache DIR] [--steps N] [--seeds N] [--seed-offset N] [--previous DIR]
 //              [--fortunes DIR] [--jargon FILE] [--llama-cpp DIR]
 #include "gguf_export.hpp"
 #include "llama_cpp.hpp"
 #include "methods.hpp"
 
+#include "../common/data_parallel.hpp"
 #include "../common/report.hpp"
 #include "../common/statistics.hpp"
 
@@ -46,13 +47,14 @@ struct Options {
   int seeds = 0;
   std::uint64_t seed_offset = 0;
   std::string llama_cpp = LORAKIT_LLAMA_CPP_DIR;  // the Node scripts and node-llama-cpp (tests/llama_cpp)
+  std::string previous;  // the output folder of a run with another seed set: its claims.tsv is combined
   std::string command;
 };
 
 [[noreturn]] void usage(const char* message) {
   std::fprintf(stderr,
                "%s\nusage: tiny_llama [--quick] [--out DIR] [--cache DIR] [--steps N] [--seeds N] [--seed-offset N]\n"
-               "                  [--fortunes DIR] [--jargon FILE] [--llama-cpp DIR]\n",
+               "                  [--previous DIR] [--fortunes DIR] [--jargon FILE] [--llama-cpp DIR]\n",
                message);
   std::exit(2);
 }
@@ -75,6 +77,7 @@ Options parse(int argc, char** argv) {
     else if (arg == "--fortunes") o.fortunes = value();
     else if (arg == "--jargon") o.jargon = value();
     else if (arg == "--llama-cpp") o.llama_cpp = value();
+    else if (arg == "--previous") o.previous = value();
     else if (arg == "--help" || arg == "-h") usage("tiny_llama: the language-model fine-tuning study of lorakit");
     else usage(("unknown option " + arg).c_str());
   }
@@ -94,7 +97,10 @@ std::vector<long long> eval_steps(long long steps) {
   return points;
 }
 
-tl::Weights<float> pretrained(const tl::Bytes& text, const Options& options, tl::PretrainSettings settings) {
+/// The pretrained model from the cache, or pretrained now (data-parallel over `parallel`'s ranks; rank 0 writes the
+/// cache).
+tl::Weights<float> pretrained(const tl::Bytes& text, const Options& options, tl::PretrainSettings settings,
+                              const ex::DataParallel& parallel) {
   settings.corpus_bytes = text.size();
   const std::string key = settings.key();
   const auto path = std::filesystem::path(options.cache) / ("pretrained-" + [&] {
@@ -112,9 +118,9 @@ tl::Weights<float> pretrained(const tl::Bytes& text, const Options& options, tl:
   const std::clock_t cpu = std::clock();
   ex::Stopwatch clock;
   clock.start();
-  weights = tl::pretrain(text, settings);
+  weights = tl::pretrain(text, settings, &parallel);
   clock.stop();
-  tl::save_weights(path, weights, key);
+  if (parallel.is_root()) tl::save_weights(path, weights, key);
   std::printf("Pretrained model: %lld steps of %lld x %lld bytes in %.1f s (%.1f s of CPU), cached in %s\n",
               settings.steps, static_cast<long long>(settings.batch), static_cast<long long>(settings.config.context),
               clock.seconds(), static_cast<double>(std::clock() - cpu) / CLOCKS_PER_SEC, path.c_str());
@@ -136,16 +142,22 @@ struct Row {
   double lr = 0;
   Index trainable = 0;
   std::vector<double> test, validation, init_seconds, train_seconds;
+  std::vector<tl::Curve> curves;  // one per seed, in seed order
   tl::Curve mean_curve;
+  long long runs = 0;             // training runs of the method (grid and seeds)
+  double wall_seconds = 0, cpu_seconds = 0;  // of all its runs, evaluations and statistics included
   std::string note;
   std::shared_ptr<const lorakit::AdapterSet<lorakit::Lora<float>>> lora;  // the first seed's adapters (LoRA methods)
 };
 
-/// A paper's claim, read as the paired difference (method - baseline) of test bits per byte (lower is better).
+/// A paper's claim, read as the paired difference (method - baseline) of test bits per byte after the last step, or
+/// (`early`) of validation bits per byte at the first curve point at or after a fifth of the steps: "converges
+/// faster". Lower is better.
 struct Claim {
   const char* text;
   const char* method;
   const char* baseline;
+  bool early = false;
 };
 const Claim kClaims[] = {
     {"LoRA comes close to full fine-tuning (Hu et al.): LoRA r=8 at least as good", "LoRA r=8", "Full fine-tuning"},
@@ -158,7 +170,80 @@ const Claim kClaims[] = {
      "LoRA r=8"},
     {"Squeeze at 80% and continue beats training rank 8", "Squeeze 32->8, post hoc + continued", "LoRA r=8"},
     {"Annealing the rank 32 -> 16 -> 8 beats training rank 8", "Squeeze 32->16->8, annealed", "LoRA r=8"},
+    {"DoRA beats LoRA at equal rank (Liu et al.)", "DoRA r=8", "LoRA r=8"},
+    {"PiSSA's principal-component init ends better than random init (Meng et al.)", "PiSSA r=8", "LoRA r=8"},
+    {"LoRA+'s larger learning rate for B beats LoRA (Hayou et al.)", "LoRA+ r=8", "LoRA r=8"},
+    {"LoRA-GA's gradient-aligned init converges faster than LoRA (Wang et al.), at a fifth of the steps",
+     "LoRA-GA r=8", "LoRA r=8", true},
 };
+
+/// The values a claim compares for one row, one per seed: test bits per byte, or validation bits per byte at the
+/// first curve point at or after `step` (empty when the curves have none).
+std::vector<double> claim_values(const Row& row, bool early, long long step) {
+  if (!early) return row.test;
+  std::vector<double> out;
+  for (const auto& curve : row.curves) {
+    for (const auto& point : curve) {
+      if (point.step >= step) {
+        out.push_back(point.bits);
+        break;
+      }
+    }
+  }
+  return out.size() == row.curves.size() ? out : std::vector<double>{};
+}
+
+/// A claim's reading in one run: the paired difference and its verdict (empty verdict: not assessed).
+struct ClaimResult {
+  std::string text;
+  ex::Interval difference{};
+  std::string verdict;
+  std::string measure;  // what was compared
+};
+
+std::vector<ClaimResult> read_claims(const std::vector<Row>& rows, long long steps) {
+  std::map<std::string, const Row*> by_name;
+  for (const auto& row : rows) by_name[row.name] = &row;
+  std::vector<ClaimResult> out;
+  for (const auto& claim : kClaims) {
+    const auto a = by_name.find(claim.method), b = by_name.find(claim.baseline);
+    if (a == by_name.end() || b == by_name.end()) continue;
+    const long long at = std::max(1LL, (steps + 4) / 5);
+    ClaimResult result;
+    result.text = claim.text;
+    result.measure = claim.early ? "validation at step >= " + std::to_string(at) : "test";
+    const std::vector<double> x = claim_values(*a->second, claim.early, at), y = claim_values(*b->second, claim.early, at);
+    if (x.size() >= 2 && x.size() == y.size()) {
+      result.difference = ex::paired_difference(x, y);
+      result.verdict = ex::verdict(result.difference, true);
+    }
+    out.push_back(std::move(result));
+  }
+  return out;
+}
+
+/// The verdicts of another run (its claims.tsv: claim text, tab, verdict per line), by claim text, read when this
+/// run ends (the two seed sets may run side by side); empty when the folder is not given or has no claims.tsv yet.
+std::map<std::string, std::string> previous_verdicts(const std::string& folder) {
+  std::map<std::string, std::string> out;
+  if (folder.empty()) return out;
+  std::ifstream in(std::filesystem::path(folder) / "claims.tsv");
+  if (!in) {
+    std::fprintf(stderr, "tiny_llama: %s/claims.tsv is not there (yet): the verdicts are not combined\n", folder.c_str());
+    return out;
+  }
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto tab = line.find('\t');
+    if (tab != std::string::npos) out[line.substr(0, tab)] = line.substr(tab + 1);
+  }
+  return out;
+}
+
+void write_claims_tsv(const std::string& path, const std::vector<ClaimResult>& claims) {
+  std::ofstream out = ex::open_output("write_claims_tsv", path);
+  for (const auto& c : claims) out << c.text << '\t' << (c.verdict.empty() ? "not assessed" : c.verdict) << '\n';
+}
 
 std::string interval_text(const std::vector<double>& values) {
   if (values.size() < 2) return ex::format("%.4f", ex::mean(values)) + " (one seed: no interval)";
@@ -180,24 +265,47 @@ std::string markdown_table(const std::vector<Row>& rows, int seeds) {
   return out.str();
 }
 
-std::string claims_table(const std::vector<Row>& rows) {
-  std::map<std::string, const Row*> by_name;
-  for (const auto& row : rows) by_name[row.name] = &row;
+std::string claims_table(const std::vector<ClaimResult>& claims, const std::map<std::string, std::string>& previous) {
   std::ostringstream out;
-  out << "| claim | paired difference of test bits per byte (method - baseline; < 0 favours the claim), mean [95% t "
-         "interval] | verdict |\n| --- | ---: | --- |\n";
-  for (const auto& claim : kClaims) {
-    const auto a = by_name.find(claim.method), b = by_name.find(claim.baseline);
-    if (a == by_name.end() || b == by_name.end()) continue;
-    out << "| " << claim.text << " | ";
-    if (a->second->test.size() < 2) {
-      out << "one seed: no interval | not assessed |\n";
-      continue;
+  out << "| claim | compared | paired difference of bits per byte (method - baseline; < 0 favours the claim), mean "
+         "[95% t interval] | verdict |"
+      << (previous.empty() ? "" : " verdict of the other seed set | over both seed sets |") << "\n| --- | --- | ---: | --- |"
+      << (previous.empty() ? "" : " --- | --- |") << "\n";
+  for (const auto& c : claims) {
+    out << "| " << c.text << " | " << c.measure << " | ";
+    if (c.verdict.empty()) {
+      out << "one seed: no interval | not assessed |";
+    } else {
+      out << ex::format("%+.4f", c.difference.mean) << " [" << ex::format("%+.4f", c.difference.low) << ", "
+          << ex::format("%+.4f", c.difference.high) << "] | " << c.verdict << " |";
     }
-    const ex::Interval d = ex::paired_difference(a->second->test, b->second->test);
-    out << ex::format("%+.4f", d.mean) << " [" << ex::format("%+.4f", d.low) << ", " << ex::format("%+.4f", d.high)
-        << "] | " << ex::verdict(d, true) << " |\n";
+    if (!previous.empty()) {
+      const auto found = previous.find(c.text);
+      if (found == previous.end() || c.verdict.empty() || found->second == "not assessed") {
+        out << " " << (found == previous.end() ? "absent" : found->second) << " | not assessed |";
+      } else {
+        out << " " << found->second << " | " << ex::combined_verdict(c.verdict.c_str(), found->second.c_str()) << " |";
+      }
+    }
+    out << "\n";
   }
+  return out.str();
+}
+
+/// Per-method cost: runs, wall and CPU seconds (the CPU figure is what an idle machine would take on one core).
+std::string time_table(const std::vector<Row>& rows) {
+  std::ostringstream out;
+  out << "| method | runs | wall time (s) | CPU time (s) |\n| --- | ---: | ---: | ---: |\n";
+  double wall = 0, cpu = 0;
+  long long runs = 0;
+  for (const auto& row : rows) {
+    out << "| " << row.name << " | " << row.runs << " | " << ex::format("%.1f", row.wall_seconds) << " | "
+        << ex::format("%.1f", row.cpu_seconds) << " |\n";
+    wall += row.wall_seconds;
+    cpu += row.cpu_seconds;
+    runs += row.runs;
+  }
+  out << "| all methods | " << runs << " | " << ex::format("%.1f", wall) << " | " << ex::format("%.1f", cpu) << " |\n";
   return out.str();
 }
 
@@ -312,7 +420,7 @@ std::string serve(const Options& options, const tl::Weights<float>& base, const 
   return text.str();
 }
 
-int run(const Options& options) {
+int run(const Options& options, ex::DataParallel& parallel) {
   if (!std::filesystem::is_directory(options.fortunes) || !std::filesystem::exists(options.jargon)) {
     std::fprintf(stderr,
                  "The corpora were not found (%s, %s).\nInstall them with:\n  sudo apt-get install -y fortunes "
@@ -351,15 +459,18 @@ int run(const Options& options) {
   const std::clock_t cpu_start = std::clock();
   const tl::TextSplits fortunes = tl::split_text(tl::read_fortunes(options.fortunes));
   const tl::TextSplits jargon = tl::split_text(tl::read_gzip(options.jargon));
-  const tl::Weights<float> base = pretrained(fortunes.train, options, pretraining);
+  const tl::Weights<float> base = pretrained(fortunes.train, options, pretraining, parallel);
   task.data = &jargon;
   task.base = &base;
+  task.parallel = &parallel;
 
   std::ostringstream header;
   const std::time_t now = std::time(nullptr);
   char date[32];
   std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
-  header << "Run: " << date << " on " << ex::cpu_name() << "; command: `" << options.command << "`.\n\n";
+  header << "Run: " << date << " on " << ex::cpu_name();
+  if (parallel.size() > 1) header << ", data-parallel over " << parallel.size() << " MPI ranks";
+  header << "; command: `" << options.command << "`.\n\n";
   header << "Model: " << pretraining.config.key() << ".\n";
   header << "Data: fortunes " << fortunes.train.size() << " / " << fortunes.validation.size() << " / "
          << fortunes.test.size() << " bytes, Jargon File " << jargon.train.size() << " / " << jargon.validation.size()
@@ -384,6 +495,9 @@ int run(const Options& options) {
   for (auto& method : methods) {
     const long long runs = static_cast<long long>(method.learning_rates.size()) * selection_seeds + seeds - selection_seeds;
     ex::Progress progress(method.name, runs * task.steps);
+    ex::Stopwatch method_clock;
+    method_clock.start();
+    const std::clock_t method_cpu = std::clock();
     // Learning rate: the lowest validation bits per byte averaged over the selection seeds (test never looked at).
     std::vector<std::vector<tl::RunResult>> grid(method.learning_rates.size());
     std::size_t best = 0;
@@ -409,6 +523,10 @@ int run(const Options& options) {
     progress.finish();
 
     Row row;
+    method_clock.stop();
+    row.runs = runs;
+    row.wall_seconds = method_clock.seconds();
+    row.cpu_seconds = static_cast<double>(std::clock() - method_cpu) / CLOCKS_PER_SEC;
     row.name = method.name;
     row.lr = lr;
     row.trainable = selected.front().trainable;
@@ -419,24 +537,34 @@ int run(const Options& options) {
       row.validation.push_back(r.validation);
       row.init_seconds.push_back(r.init_seconds);
       row.train_seconds.push_back(r.train_seconds);
+      row.curves.push_back(r.curve);
     }
     for (std::size_t p = 0; p < selected.front().curve.size(); ++p) {
       double sum = 0;
       for (const auto& r : selected) sum += r.curve[p].bits;
       row.mean_curve.push_back({selected.front().curve[p].step, sum / static_cast<double>(selected.size())});
     }
-    std::printf("%-42s lr %-6g test %.4f bits/byte  (%s)\n", method.name.c_str(), lr, ex::mean(row.test),
-                row.note.c_str());
+    std::printf("%-42s lr %-6g test %.4f bits/byte  %lld runs in %.1f s (%.1f s of CPU)  (%s)\n", method.name.c_str(),
+                lr, ex::mean(row.test), runs, row.wall_seconds, row.cpu_seconds, row.note.c_str());
     std::fflush(stdout);
     rows.push_back(std::move(row));
   }
   total.stop();
   const double cpu_seconds = static_cast<double>(std::clock() - cpu_start) / CLOCKS_PER_SEC;
+  if (!parallel.is_root()) return 0;  // rank 0 writes the outputs and exports
   const std::string served = serve(options, base, rows, seed_of(0), jargon.test);
 
+  const std::vector<ClaimResult> claims = read_claims(rows, task.steps);
+  const std::map<std::string, std::string> previous = previous_verdicts(options.previous);
   std::ostringstream results;
-  results << header.str() << "\n" << markdown_table(rows, seeds) << "\nClaims (paired over the seeds, Student t):\n\n"
-          << claims_table(rows) << "\nNotes:\n";
+  results << header.str() << "\n" << markdown_table(rows, seeds) << "\nClaims (paired over the seeds, Student t";
+  if (!previous.empty()) {
+    results << "; the other seed set is the run in `" << options.previous
+            << "`, and a verdict that differs between the two is not separable";
+  }
+  results << "):\n\n" << claims_table(claims, previous)
+          << "\nTime per method (every run of the grid and the seeds, evaluations and statistics included):\n\n"
+          << time_table(rows) << "\nNotes:\n";
   for (const auto& row : rows) {
     if (!row.note.empty()) results << "- " << row.name << ": " << row.note << "\n";
   }
@@ -447,6 +575,7 @@ int run(const Options& options) {
   const auto out = std::filesystem::path(options.out);
   std::ofstream(out / "results.md") << results.str();
   write_curves_csv((out / "curves.csv").string(), records);
+  write_claims_tsv((out / "claims.tsv").string(), claims);
   std::vector<ex::Series> series;
   for (const auto& row : rows) {
     ex::Series s{row.name, {}};
@@ -467,10 +596,14 @@ int run(const Options& options) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  ex::DataParallel parallel(argc, argv);  // MPI when built with it (mpirun -np N): each rank runs its rows
   try {
-    return run(parse(argc, argv));
+    const Options options = parse(argc, argv);
+    parallel.quiet_unless_root();
+    return run(options, parallel);
   } catch (const lorakit::Error& e) {
-    std::fprintf(stderr, "tiny_llama: %s\n", e.what());
+    parallel.error(std::string("tiny_llama: ") + e.what());
+    parallel.abort_job(1);
     return 1;
   }
 }

@@ -4,6 +4,8 @@
 
 #include "model.hpp"
 
+#include "../common/data_parallel.hpp"
+
 #include <zlib.h>
 
 #include <algorithm>
@@ -128,6 +130,7 @@ class Batches {
   const Bytes& tokens() const { return tokens_; }
   const Bytes& targets() const { return targets_; }
   Index seq_len() const { return seq_len_; }
+  Index batch() const { return batch_; }
 
  private:
   const Bytes* text_;
@@ -136,13 +139,22 @@ class Batches {
   Bytes tokens_, targets_;
 };
 
+/// Sequences [rows.begin, rows.begin + rows.count) of a batch of sequences of `seq_len` bytes, into `out`.
+inline void rows_of(const Bytes& all, lorakit_examples::Rows rows, Index seq_len, Bytes& out) {
+  const auto first = all.begin() + static_cast<std::ptrdiff_t>(rows.begin * seq_len);
+  out.assign(first, first + static_cast<std::ptrdiff_t>(rows.count * seq_len));
+}
+
 /// Held-out bits per byte: the mean next-byte cross-entropy in bits over `windows` windows of seq_len + 1 bytes
 /// spread evenly over `text` (of the windows that tile it, every (available / windows)-th one, so that a corpus
 /// whose parts differ, such as a table of contents before the entries, is measured over all of it; each byte but
 /// the first of a window is predicted from up to seq_len bytes before it inside the window), `batch` at a time.
+/// Data-parallel (`parallel` with more than one rank): each rank evaluates its share of the windows and the sums
+/// of the ranks are added (the same figure on every rank, equal to one process's within double rounding).
 /// Errors (lorakit::ValueError): text shorter than one window.
 template <class T, class Proj>
-double bits_per_byte(Model<T, Proj>& model, const Bytes& text, Index seq_len, Index windows, Index batch = 32) {
+double bits_per_byte(Model<T, Proj>& model, const Bytes& text, Index seq_len, Index windows, Index batch = 32,
+                     const lorakit_examples::DataParallel* parallel = nullptr) {
   const Index available = (static_cast<Index>(text.size()) - 1) / seq_len;
   if (available < 1) {
     lorakit::detail::fail<lorakit::ValueError>("bits_per_byte", "text has ", text.size(), " bytes, expected more than ",
@@ -150,10 +162,11 @@ double bits_per_byte(Model<T, Proj>& model, const Bytes& text, Index seq_len, In
   }
   windows = std::min(windows, available);
   const Index stride = available / windows;  // in windows, >= 1
+  const lorakit_examples::Rows mine = parallel != nullptr ? parallel->my_rows(windows) : lorakit_examples::Rows{0, windows};
   Bytes tokens, targets;
   double nats = 0;
-  for (Index first = 0; first < windows; first += batch) {
-    const Index n = std::min(batch, windows - first);
+  for (Index first = mine.begin; first < mine.begin + mine.count; first += batch) {
+    const Index n = std::min(batch, mine.begin + mine.count - first);
     tokens.resize(static_cast<std::size_t>(n * seq_len));
     targets.resize(tokens.size());
     for (Index w = 0; w < n; ++w) {
@@ -162,6 +175,11 @@ double bits_per_byte(Model<T, Proj>& model, const Bytes& text, Index seq_len, In
       std::copy_n(at + 1, seq_len, targets.begin() + static_cast<std::ptrdiff_t>(w * seq_len));
     }
     nats += model.loss(tokens, targets, seq_len) * static_cast<double>(n);
+  }
+  if (parallel != nullptr && parallel->size() > 1) {
+    lorakit::Matrix<double> total = lorakit::Matrix<double>::Constant(1, 1, nats);
+    parallel->sum(total);
+    nats = total(0, 0);
   }
   return nats / static_cast<double>(windows) / std::log(2.0);
 }

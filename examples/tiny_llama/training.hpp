@@ -39,7 +39,34 @@ struct TrainLoop {
   std::function<void(long long)> before_step;
   /// The learning rate of a step (null: the optimizer's own, constant).
   std::function<double(long long)> lr_at;
+  /// Data-parallel training (null or one rank: one process): each rank runs its rows of every batch, and the
+  /// gradients of `parameters()` (the optimizer's, as they are at that step: a rank change replaces them) are
+  /// averaged over the ranks, weighted by their rows, before the step.
+  const lorakit_examples::DataParallel* parallel = nullptr;
+  std::function<std::vector<lorakit::Parameter<float>>()> parameters;
 };
+
+/// Forward and backward of one batch, or of this rank's rows of it (TrainLoop::parallel) followed by the average of
+/// the gradients over the ranks: either way the gradient of the whole batch's mean loss.
+template <class Proj>
+void batch_gradient(Model<float, Proj>& model, lorakit::AdamW<float>& optimizer, const Batches& batches,
+                    const TrainLoop& loop) {
+  if (loop.parallel == nullptr || loop.parallel->size() == 1) {
+    model.forward(batches.tokens(), batches.seq_len());
+    optimizer.zero_grad();
+    model.backward(batches.targets());
+    return;
+  }
+  thread_local Bytes tokens, targets;
+  const lorakit_examples::Rows mine = loop.parallel->my_rows(batches.batch());
+  rows_of(batches.tokens(), mine, batches.seq_len(), tokens);
+  rows_of(batches.targets(), mine, batches.seq_len(), targets);
+  model.forward(tokens, batches.seq_len());
+  optimizer.zero_grad();
+  model.backward(targets);
+  std::vector<lorakit::Parameter<float>> parameters = loop.parameters();
+  loop.parallel->average_gradients(parameters, static_cast<double>(mine.count));
+}
 
 /// Trains `model` with `optimizer` for steps [first, last) on `batches`; appends curve points to `curve` and adds
 /// the time of the steps (not of the evaluations) to `clock`.
@@ -51,16 +78,15 @@ void train(Model<float, Proj>& model, lorakit::AdamW<float>& optimizer, Batches&
     if (loop.before_step) loop.before_step(step);
     if (loop.lr_at) optimizer.set_lr(loop.lr_at(step));
     batches.next();
-    model.forward(batches.tokens(), batches.seq_len());
-    optimizer.zero_grad();
-    model.backward(batches.targets());
+    batch_gradient(model, optimizer, batches, loop);
     optimizer.step();
     clock.stop();
     if (loop.progress != nullptr) loop.progress->advance();
     const long long done = step + 1;
     if (loop.validation != nullptr &&
         std::find(loop.eval_steps.begin(), loop.eval_steps.end(), done) != loop.eval_steps.end()) {
-      curve.push_back({done, bits_per_byte(model, *loop.validation, batches.seq_len(), loop.curve_windows)});
+      curve.push_back(
+          {done, bits_per_byte(model, *loop.validation, batches.seq_len(), loop.curve_windows, 32, loop.parallel)});
     }
   }
 }
@@ -90,8 +116,9 @@ inline double warmup_cosine(long long step, long long steps, double peak) {
   return peak * (0.1 + 0.45 * (1 + std::cos(3.141592653589793 * progress)));
 }
 
-/// Pretrains a fresh model (every tensor trains) on `text` with AdamW.
-inline Weights<float> pretrain(const Bytes& text, const PretrainSettings& settings) {
+/// Pretrains a fresh model (every tensor trains) on `text` with AdamW (data-parallel over `parallel`'s ranks).
+inline Weights<float> pretrain(const Bytes& text, const PretrainSettings& settings,
+                               const lorakit_examples::DataParallel* parallel = nullptr) {
   lorakit::Rng rng(settings.seed, 3);
   Model<float, Dense<float>> model(Weights<float>::random(settings.config, rng), dense_projections<float>(true),
                                    Trainable::all());
@@ -100,10 +127,12 @@ inline Weights<float> pretrain(const Bytes& text, const PretrainSettings& settin
   lorakit::AdamWConfig adamw;
   adamw.lr = settings.lr;
   adamw.weight_decay = settings.weight_decay;
-  lorakit::AdamW<float> optimizer(std::move(params), adamw);
+  lorakit::AdamW<float> optimizer(params, adamw);
   Progress progress("pretraining", settings.steps);
   TrainLoop loop;
   loop.progress = &progress;
+  loop.parallel = parallel;
+  loop.parameters = [&params] { return params; };
   loop.lr_at = [&](long long step) { return warmup_cosine(step, settings.steps, settings.lr); };
   Batches batches(text, settings.batch, settings.config.context, settings.seed);
   Curve none;
