@@ -88,9 +88,6 @@ TEST_CASE("load_peft_banks reads a folder written by PEFT itself", "[io][peft][b
   }
 }
 
-<<<<<<< HEAD
-}  // namespace lorakit_test_io_peft_bank
-=======
 TEST_CASE("load_peft_into_banks swaps folders into slots, all or nothing", "[io][peft][bank]") {
   using T = double;
   TempDir tmp;
@@ -126,4 +123,5 @@ TEST_CASE("load_peft_into_banks swaps folders into slots, all or nothing", "[io]
   CHECK(v.rank(1) == 0);
   CHECK(Matrix<T>(q.A(1)) == folder1.adapters.at("model.layers.0.self_attn.q_proj").A());
 }
->>>>>>> main
+
+}  // namespace lorakit_test_io_peft_bank
