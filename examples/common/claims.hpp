@@ -49,7 +49,7 @@ inline std::vector<ClaimReading> read_claims(const std::vector<Claim>& claims,
     if (a == values.end() || b == values.end()) continue;
     ClaimReading reading;
     reading.claim = claim;
-    if (a->second.size() >= 2) {
+    if (a->second.size() >= 2 || a->second.size() != b->second.size()) {  // a mismatch throws
       reading.difference = paired_difference(a->second, b->second);
       reading.verdict = verdict(reading.difference, lower_is_better);
       reading.assessed = true;

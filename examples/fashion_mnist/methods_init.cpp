@@ -182,8 +182,17 @@ void add_init_methods(std::vector<Method>& methods, std::vector<std::string>& mi
                                   lora.use_rslora = true;
                                   return lora_da_set(t, s, lora, 1024, note);
                                 }));
-  methods.push_back(data_driven("PiSSA r=8", adapter_lrs, pissa_set));
-  methods.push_back(data_driven("LoRA-GA r=8", adapter_lrs, lora_ga_set));
+  // PiSSA and LoRA-GA train on a residual weight: their adapters alone are not an adapter of the pretrained model
+  // (PEFT converts them with the initial adapters first), so they are not candidates for the PEFT export.
+  for (Method method : {data_driven("PiSSA r=8", adapter_lrs, pissa_set),
+                        data_driven("LoRA-GA r=8", adapter_lrs, lora_ga_set)}) {
+    method.run = [run = method.run](const Task& t, double lr, std::uint64_t s, Progress& p) {
+      RunResult result = run(t, lr, s, p);
+      result.lora.reset();
+      return result;
+    };
+    methods.push_back(std::move(method));
+  }
 }
 
 }  // namespace fashion_mnist::detail

@@ -217,8 +217,9 @@ int run(const Options& options, const ex::DataParallel& parallel) {
   fm::Stopwatch total;
   total.start();
   const std::clock_t cpu_start = std::clock();
-  const fm::Splits original = fm::make_splits(fm::load_split(options.data, "train"), fm::load_split(options.data, "t10k"),
-                                              validation_size, limit_train, limit_test);
+  const fm::Splits original = fm::make_splits(fm::load_split(options.data, "train"),
+                                              fm::load_split(options.data, "t10k"), validation_size, limit_train,
+                                              limit_test);
   const fm::Weights base = pretrained(original, options, pretraining, parallel);
   const fm::Splits shifted{fm::shift_domain(original.train), fm::shift_domain(original.validation),
                            fm::shift_domain(original.test)};
@@ -234,7 +235,9 @@ int run(const Options& options, const ex::DataParallel& parallel) {
   char date[32];
   std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
   header << "Run: " << date << " on " << ex::cpu_name() << "; command: `" << options.command << "`";
-  if (parallel.size() > 1) header << " under mpirun with " << parallel.size() << " ranks (each batch split across them)";
+  if (parallel.size() > 1) {
+    header << " under mpirun with " << parallel.size() << " ranks (each batch split across them)";
+  }
   header << ".\n\n";
   header << "Data: " << original.train.size() << " training, " << original.validation.size() << " validation ("
          << curve.size() << " of them for the curves), " << original.test.size() << " test images. Budget: "
