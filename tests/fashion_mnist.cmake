@@ -2,3 +2,6 @@
 find_package(ZLIB REQUIRED)
 target_include_directories(test_fashion_mnist_idx PRIVATE ${PROJECT_SOURCE_DIR}/examples/fashion_mnist)
 target_link_libraries(test_fashion_mnist_idx PRIVATE ZLIB::ZLIB)
+# The claims section and the data-parallel glue shared by the examples' studies (examples/common), built without
+# MPI here (the one-process path; the study's mpirun runs use the MPI path).
+target_include_directories(test_examples_claims PRIVATE ${PROJECT_SOURCE_DIR}/examples/common)
