@@ -46,7 +46,8 @@ TEST_CASE("tiny_llama Batches: targets are the next bytes, the same windows for 
   for (std::size_t i = 0; i < a.tokens().size(); ++i) {
     CHECK(a.targets()[i] == static_cast<std::uint8_t>((a.tokens()[i] + 1) % 251));
   }
-  CHECK_THROWS_AS(Batches(counting_text(8), 4, 8, 1), lorakit::ValueError);
+  const Bytes short_text = counting_text(8);
+  CHECK_THROWS_AS(Batches(short_text, 4, 8, 1), lorakit::ValueError);
 }
 
 TEST_CASE("tiny_llama bits_per_byte is 8 for a model that predicts uniformly", "[tiny_llama]") {
@@ -66,7 +67,8 @@ TEST_CASE("tiny_llama bits_per_byte is 8 for a model that predicts uniformly", "
 }
 
 TEST_CASE("tiny_llama rows_of: the ranks' shares of a batch put together are the batch", "[tiny_llama]") {
-  Batches batches(counting_text(1000), 5, 8, 11);
+  const Bytes text = counting_text(1000);  // Batches keeps a pointer to the text
+  Batches batches(text, 5, 8, 11);
   batches.next();
   for (int ranks : {1, 2, 3}) {
     Bytes joined, share;

@@ -22,6 +22,9 @@ class Progress {
   Progress(const Progress&) = delete;
   Progress& operator=(const Progress&) = delete;
 
+  /// Makes every bar of this process silent from now on (the ranks but 0 of a data-parallel run).
+  static void quiet_process() { quiet() = true; }
+
   /// Marks `n` more units done.
   void advance(long long n = 1) {
     done_ = std::min(total_, done_ + n);
@@ -33,12 +36,18 @@ class Progress {
     if (finished_) return;
     done_ = total_;
     draw();
-    if (tty_) std::fputc('\n', stderr);
+    if (tty_ && !quiet()) std::fputc('\n', stderr);
     finished_ = true;
   }
 
  private:
+  static bool& quiet() {
+    static bool value = false;
+    return value;
+  }
+
   void draw() {
+    if (quiet()) return;
     const int percent = static_cast<int>(100 * done_ / total_);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
     if (tty_) {

@@ -35,15 +35,16 @@ inline TrainLoop make_loop(const Task& task, Progress& progress) {
   loop.batch = task.batch;
   loop.eval_steps = task.eval_steps;
   loop.progress = &progress;
+  loop.parallel = task.parallel;
   return loop;
 }
 
 /// Final accuracies of a trained model, and the last point of its curve.
 template <class Hidden>
 void finish(RunResult& result, Mlp<Hidden>& model, const Task& task) {
-  result.curve.push_back({task.steps, accuracy(model, *task.curve)});
-  result.validation = accuracy(model, task.data->validation);
-  result.test = accuracy(model, task.data->test);
+  result.curve.push_back({task.steps, accuracy(model, *task.curve, task.parallel)});
+  result.validation = accuracy(model, task.data->validation, task.parallel);
+  result.test = accuracy(model, task.data->test, task.parallel);
 }
 
 /// What an adapter method may do besides plain training.
@@ -53,6 +54,8 @@ struct Hooks {
   std::function<void(long long, AdapterSet<Adapter>&, lorakit::AdamW<float>&)> before_step;
   /// After the last step (post-hoc squeeze); returns a note for the report.
   std::function<std::string(AdapterSet<Adapter>&)> after_training;
+  /// Once, on the optimizer before the first step (LoRA+'s parameter groups).
+  std::function<void(lorakit::AdamW<float>&)> configure_optimizer;
 };
 
 /// Trains the adapters of `set` (modules "fc1" and "fc2") on the frozen pretrained model, with the head.
@@ -64,9 +67,13 @@ RunResult train_adapters(const Task& task, AdapterSet<Adapter> set, double init_
   const Weights& base = *task.base;
   Mlp<lorakit::AdaptedLinear<float, lorakit::AdapterRef<Adapter>>> model(
       adapted(base.fc1, set, "fc1"), adapted(base.fc2, set, "fc2"), Dense(base.head.W, base.head.b, true));
-  lorakit::AdamW<float> optimizer(with_head(set.parameters(), model.head), adamw(lr));
+  std::vector<Parameter<float>> parameters = with_head(set.parameters(), model.head);
+  if (task.parallel != nullptr) task.parallel->broadcast_values(parameters);  // every rank starts from rank 0's values
+  lorakit::AdamW<float> optimizer(parameters, adamw(lr));
+  if (hooks.configure_optimizer) hooks.configure_optimizer(optimizer);
   Batches batches(task.data->train, task.batch, seed);
   TrainLoop loop = make_loop(task, progress);
+  loop.parameters = [&] { return with_head(set.parameters(), model.head); };
   if (hooks.before_step) loop.before_step = [&](long long step) { hooks.before_step(step, set, optimizer); };
   Stopwatch clock;
   train(model, optimizer, batches, loop, 0, task.steps, result.curve, clock);
@@ -120,26 +127,33 @@ inline Mlp<Dense> frozen_base(const Weights& base) {
                     Dense(base.head.W, base.head.b, false));
 }
 
+/// What a data-driven initialization produces: the adapters and, for the methods that move part of the weight into
+/// the adapter (PiSSA, LoRA-GA), the residual base weights they train on (null: the pretrained ones).
+struct Initialized {
+  LoraSet set;
+  std::shared_ptr<const Weights> base;
+};
+
 /// An initialization computed once per seed and reused by every learning rate of the grid (it does not depend
 /// on the learning rate); its time is the time of its first computation.
 class PerSeed {
  public:
-  using Make = std::function<LoraSet(const Task&, std::uint64_t, std::string&)>;
+  using Make = std::function<Initialized(const Task&, std::uint64_t, std::string&)>;
   explicit PerSeed(Make make) : make_(std::move(make)) {}
-  std::pair<LoraSet, double> get(const Task& task, std::uint64_t seed, std::string& note) {
+  std::pair<Initialized, double> get(const Task& task, std::uint64_t seed, std::string& note) {
     auto found = cache_.find(seed);
     if (found == cache_.end()) {
       Entry entry;
-      entry.seconds = timed([&] { entry.set.emplace(make_(task, seed, entry.note)); });
+      entry.seconds = timed([&] { entry.init.emplace(make_(task, seed, entry.note)); });
       found = cache_.emplace(seed, std::move(entry)).first;
     }
     note = found->second.note;
-    return {*found->second.set, found->second.seconds};
+    return {*found->second.init, found->second.seconds};
   }
 
  private:
   struct Entry {
-    std::optional<LoraSet> set;
+    std::optional<Initialized> init;
     double seconds = 0;
     std::string note;
   };
@@ -147,13 +161,16 @@ class PerSeed {
   std::map<std::uint64_t, Entry> cache_;
 };
 
-/// A method whose LoRA initialization is computed from data once per seed (EVA, LoRA-DA).
+/// A method whose LoRA initialization is computed from data (or from the weights) once per seed (EVA, LoRA-DA,
+/// PiSSA, LoRA-GA); it trains on the residual weights when the initialization made some.
 inline Method data_driven(const std::string& name, const std::vector<double>& lrs, PerSeed::Make make) {
   auto cache = std::make_shared<PerSeed>(std::move(make));
   return {name, lrs, [cache](const Task& t, double lr, std::uint64_t s, Progress& p) {
             std::string note;
-            auto [set, seconds] = cache->get(t, s, note);
-            RunResult result = train_adapters(t, std::move(set), seconds, lr, s, p);
+            auto [init, seconds] = cache->get(t, s, note);
+            Task task = t;
+            if (init.base) task.base = init.base.get();
+            RunResult result = train_adapters(task, std::move(init.set), seconds, lr, s, p);
             result.note = note;
             return result;
           }};

@@ -1,5 +1,5 @@
-// The methods of the study that need no initializer: full fine-tuning, head only, LoRA, DoRA, VeRA; and the list of
-// all methods. Each builds its model from the pretrained weights and hands it to the shared training loop.
+// The methods of the study that need no initializer: full fine-tuning, head only, LoRA, DoRA, LoRA+, VeRA; and the
+// list of all methods. Each builds its model from the pretrained weights and hands it to the shared training loop.
 #include "method_support.hpp"
 
 #if __has_include(<lorakit/adapter/vera.hpp>)
@@ -18,12 +18,17 @@ RunResult run_dense(const Task& task, double lr, std::uint64_t seed, Progress& p
   const Weights& base = *task.base;
   Mlp<Dense> model(Dense(base.fc1.W, base.fc1.b, hidden_trainable), Dense(base.fc2.W, base.fc2.b, hidden_trainable),
                    Dense(base.head.W, base.head.b, true));
-  auto hidden = model.fc1.parameters("fc1");
-  for (auto& p : model.fc2.parameters("fc2")) hidden.push_back(p);
-  lorakit::AdamW<float> optimizer(with_head(std::move(hidden), model.head), adamw(lr));
+  const auto parameters = [&] {
+    auto hidden = model.fc1.parameters("fc1");
+    for (auto& p : model.fc2.parameters("fc2")) hidden.push_back(p);
+    return with_head(std::move(hidden), model.head);
+  };
+  lorakit::AdamW<float> optimizer(parameters(), adamw(lr));
   Batches batches(task.data->train, task.batch, seed);
+  TrainLoop loop = make_loop(task, progress);
+  loop.parameters = parameters;
   Stopwatch clock;
-  train(model, optimizer, batches, make_loop(task, progress), 0, task.steps, result.curve, clock);
+  train(model, optimizer, batches, loop, 0, task.steps, result.curve, clock);
   result.train_seconds = clock.seconds();
   result.trainable = model.fc1.num_parameters() + model.fc2.num_parameters() + model.head.num_parameters();
   finish(result, model, task);
@@ -59,6 +64,15 @@ std::vector<Method> all_methods(std::vector<std::string>& missing) {
                          set.add("fc2", lorakit::Dora<float>(t.base->fc2.W, config));
                        });
                        return train_adapters(t, std::move(set), seconds, lr, s, p);
+                     }});
+  methods.push_back({"LoRA+ r=8, ratio 16", {3e-4, 1e-3, 3e-3}, [](const Task& t, double lr, std::uint64_t s,
+                                                                      Progress& p) {
+                       // LoRA r=8's factors and seeds; B (and the head's bias) learn at 16 x lr (PEFT's groups).
+                       Hooks<Lora<float>> hooks;
+                       hooks.configure_optimizer = [](lorakit::AdamW<float>& optimizer) {
+                         lorakit::apply_loraplus(optimizer, lorakit::LoraPlusConfig{16});
+                       };
+                       return run_lora(t, lr, s, p, 8, hooks);
                      }});
 #ifdef FASHION_MNIST_HAS_VERA
   methods.push_back({"VeRA r=256", {3e-3, 1e-2, 3e-2}, [](const Task& t, double lr, std::uint64_t s, Progress& p) {

@@ -24,6 +24,10 @@ struct Task {
   std::vector<long long> eval_steps;  // steps after which the curve is evaluated (the last step always is)
   Index eva_max_batches = 100;  // EVA stops observing there if it has not converged
   Index lora_da_batches = 32;   // batches of Fisher statistics for LoRA-DA
+  Index lora_ga_batches = 32;   // batches whose mean weight gradient initializes LoRA-GA
+  /// Data parallelism (null: one process): each rank takes its rows of every batch, of the statistics' batches
+  /// too, and of the evaluations; the ranks combine gradients, statistics and counts (examples/common).
+  const lorakit_examples::DataParallel* parallel = nullptr;
 };
 
 /// One training run of a method at one learning rate and seed.

@@ -7,6 +7,8 @@
 
 #include "data.hpp"
 
+#include "../common/data_parallel.hpp"
+
 #include <lorakit/lorakit.hpp>
 
 #include <cmath>
@@ -149,12 +151,12 @@ class Mlp {
   Matrix z1_, a1_, z2_, a2_, logits_, dlogits_, da2_, dz2_, da1_, dz1_;
 };
 
-/// Accuracy of `model` on `data`, in batches of `batch` rows.
+/// Correct predictions of `model` on rows [begin, begin + count) of `data`, in batches of `batch` rows.
 template <class Hidden>
-double accuracy(Mlp<Hidden>& model, const Dataset& data, Index batch = 500) {
+Index correct_predictions(Mlp<Hidden>& model, const Dataset& data, Index begin, Index count, Index batch = 500) {
   Index correct = 0;
-  for (Index start = 0; start < data.size(); start += batch) {
-    const Index n = std::min(batch, data.size() - start);
+  for (Index start = begin; start < begin + count; start += batch) {
+    const Index n = std::min(batch, begin + count - start);
     const Matrix& logits = model.forward(data.images.middleRows(start, n));
     for (Index i = 0; i < n; ++i) {
       Index predicted = 0;
@@ -162,7 +164,23 @@ double accuracy(Mlp<Hidden>& model, const Dataset& data, Index batch = 500) {
       correct += predicted == data.labels[static_cast<std::size_t>(start + i)] ? 1 : 0;
     }
   }
-  return static_cast<double>(correct) / static_cast<double>(data.size());
+  return correct;
+}
+
+/// Accuracy of `model` on `data`.
+template <class Hidden>
+double accuracy(Mlp<Hidden>& model, const Dataset& data) {
+  return static_cast<double>(correct_predictions(model, data, 0, data.size())) / static_cast<double>(data.size());
+}
+
+/// Accuracy of `model` on `data`, every rank of `parallel` counting its share of the rows (collective: the same
+/// value on every rank; one process when `parallel` is null).
+template <class Hidden>
+double accuracy(Mlp<Hidden>& model, const Dataset& data, const lorakit_examples::DataParallel* parallel) {
+  if (parallel == nullptr) return accuracy(model, data);
+  const lorakit_examples::Rows mine = parallel->my_rows(data.size());
+  const double correct = parallel->sum(static_cast<double>(correct_predictions(model, data, mine.begin, mine.count)));
+  return correct / static_cast<double>(data.size());
 }
 
 }  // namespace fashion_mnist

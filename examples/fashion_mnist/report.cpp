@@ -1,6 +1,7 @@
 // Table, CSV and SVG of the study (the plot and the statistics are examples/common's).
 #include "report.hpp"
 
+#include "../common/claims.hpp"
 #include "../common/report.hpp"
 #include "../common/statistics.hpp"
 
@@ -41,13 +42,13 @@ double stddev(const std::vector<double>& values) { return lorakit_examples::stdd
 
 std::string markdown_table(const std::vector<MethodSummary>& rows, int seeds) {
   std::ostringstream out;
-  out << "| method | lr | trainable parameters | test accuracy (%, mean ± std, " << seeds
-      << (seeds == 1 ? " seed" : " seeds") << ") | validation accuracy (%) | init time (s) | training time (s) "
+  out << "| method | lr | trainable parameters | test accuracy (%, mean [95% t interval], " << seeds
+      << (seeds == 1 ? " seed" : " paired seeds") << ") | validation accuracy (%) | init time (s) | training time (s) "
       << "| steps to 95% of final validation accuracy |\n";
   out << "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n";
   for (const auto& row : rows) {
     out << "| " << row.name << " | " << format("%g", row.lr) << " | " << with_thousands(row.trainable) << " | "
-        << format("%.2f", 100 * mean(row.test)) << " ± " << format("%.2f", 100 * stddev(row.test)) << " | "
+        << lorakit_examples::interval_text(row.test, 100, "%.2f") << " | "
         << format("%.2f", 100 * mean(row.validation)) << " | " << format("%.3f", mean(row.init_seconds)) << " | "
         << format("%.1f", mean(row.train_seconds)) << " | " << format("%.0f", mean(row.steps_to_95)) << " |\n";
   }

@@ -64,27 +64,48 @@ struct TrainLoop {
   Progress* progress = nullptr;
   /// Called before the forward of each step with the step number (rank annealing squeezes here).
   std::function<void(long long)> before_step;
+  /// Data parallelism (null: one process): every rank takes its rows of each batch, and the gradients of
+  /// `parameters()` (every trainable tensor, asked again after each before_step, which may reallocate them) are
+  /// averaged across the ranks before the optimizer's step.
+  const lorakit_examples::DataParallel* parallel = nullptr;
+  std::function<std::vector<Parameter<float>>()> parameters;
 };
 
 /// Trains `model` with `optimizer` for steps [first, last) on batches from `batches`; appends validation points
-/// to `curve` and adds the time of the training steps (not of the evaluations) to `clock`.
+/// to `curve` and adds the time of the training steps (not of the evaluations) to `clock`. Under data
+/// parallelism each rank runs forward and backward on its rows of the batch (the mean loss over them) and the
+/// gradients are averaged weighted by the rows, which gives every rank the whole batch's mean-loss gradient.
 template <class Hidden>
 void train(Mlp<Hidden>& model, lorakit::AdamW<float>& optimizer, Batches& batches, const TrainLoop& loop,
            long long first, long long last, Curve& curve, Stopwatch& clock) {
+  const bool sharded = loop.parallel != nullptr && loop.parallel->size() > 1;
+  if (sharded && !loop.parameters) {
+    lorakit::detail::fail<lorakit::ValueError>("train", "loop.parameters is empty, expected the trainable tensors "
+                                               "when the loop runs data-parallel");
+  }
+  std::vector<Parameter<float>> parameters;
+  if (sharded) parameters = loop.parameters();
+  const lorakit_examples::Rows mine =
+      sharded ? loop.parallel->my_rows(loop.batch) : lorakit_examples::Rows{0, loop.batch};
   for (long long step = first; step < last; ++step) {
     clock.start();
-    if (loop.before_step) loop.before_step(step);
+    if (loop.before_step) {
+      loop.before_step(step);
+      if (sharded) parameters = loop.parameters();
+    }
     batches.next();
-    model.forward(batches.images());
+    const auto x = batches.images().middleRows(mine.begin, mine.count);
+    model.forward(x);
     optimizer.zero_grad();
-    model.backward(batches.images(), batches.labels().data());
+    model.backward(x, batches.labels().data() + mine.begin);
+    if (sharded) loop.parallel->average_gradients(parameters, mine.count);
     optimizer.step();
     clock.stop();
     if (loop.progress != nullptr) loop.progress->advance();
     const long long done = step + 1;
     if (loop.validation != nullptr &&
         std::find(loop.eval_steps.begin(), loop.eval_steps.end(), done) != loop.eval_steps.end()) {
-      curve.push_back({done, accuracy(model, *loop.validation)});
+      curve.push_back({done, accuracy(model, *loop.validation, loop.parallel)});
     }
   }
 }
