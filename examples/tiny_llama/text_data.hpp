@@ -117,6 +117,9 @@ class Batches {
     }
   }
 
+  /// The batches keep a pointer to the text: a temporary would be gone before the first batch.
+  Batches(Bytes&&, Index, Index, std::uint64_t) = delete;
+
   void next() {
     const std::uint64_t starts = text_->size() - static_cast<std::size_t>(seq_len_);
     for (Index b = 0; b < batch_; ++b) {
