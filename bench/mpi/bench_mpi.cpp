@@ -5,8 +5,9 @@
 //   batch's activations would move (`activation_bytes`, tokens x features x layers per batch and rank, as PEFT's
 //   distributed EVA does);
 // - EvaStatisticsPass: a whole EVA statistics pass over a fixed data set (each rank observes its share of every
-//   batch, then one merge). Run it once with `mpirun -np 1` and once with `-np 2`: the ratio of the two times is
-//   the speed-up.
+//   batch, then one merge); EvaStatisticsPassWholeBatches: the same data with whole batches dealt to the ranks
+//   round-robin. Run them once with `mpirun -np 1` and once with `-np 2`: the ratio of the two times is the
+//   speed-up.
 //
 // Every rank runs the same benchmarks with a fixed number of iterations (collective calls must match across
 // ranks); rank 0 reports. One thread per rank:
@@ -79,27 +80,46 @@ void BM_EvaMerge(benchmark::State& state) {
 }
 BENCHMARK(BM_EvaMerge)->Args({4, 1024})->Iterations(5)->Unit(benchmark::kMillisecond)->UseRealTime();
 
-void BM_EvaStatisticsPass(benchmark::State& state) {
+/// How a statistics pass spreads its batches over the ranks.
+enum class Split {
+  rows,     ///< every rank observes its share of the rows of every batch (dist::shard_rows)
+  batches,  ///< every rank observes whole batches, dealt round-robin (batch b to rank b mod P)
+};
+
+void eva_statistics_pass(benchmark::State& state, Split split) {
   const Index layers = 2, features = state.range(0);
   const int batches = static_cast<int>(state.range(1));
+  const int ranks = lorakit::dist::size(world), me = lorakit::dist::rank(world);
   std::vector<std::vector<Matrix<float>>> data(static_cast<std::size_t>(layers));
   const auto share = lorakit::dist::shard_rows(world, kTokens);
   for (Index l = 0; l < layers; ++l) {
     for (int b = 0; b < batches; ++b) {
-      data[static_cast<std::size_t>(l)].push_back(batch(features, static_cast<int>(l), b).middleRows(share.begin, share.count));
+      if (split == Split::rows) {
+        data[static_cast<std::size_t>(l)].push_back(
+            batch(features, static_cast<int>(l), b).middleRows(share.begin, share.count));
+      } else if (b % ranks == me) {
+        data[static_cast<std::size_t>(l)].push_back(batch(features, static_cast<int>(l), b));
+      }
     }
   }
   for (auto _ : state) {
     auto eva = make_eva(layers, features);
-    for (int b = 0; b < batches; ++b) {
-      for (Index l = 0; l < layers; ++l) eva.observe("layer" + std::to_string(l), data[static_cast<std::size_t>(l)][static_cast<std::size_t>(b)]);
+    for (std::size_t b = 0; b < data[0].size(); ++b) {
+      for (Index l = 0; l < layers; ++l) eva.observe("layer" + std::to_string(l), data[static_cast<std::size_t>(l)][b]);
     }
     lorakit::dist::allreduce(world, eva);
     benchmark::DoNotOptimize(eva);
   }
-  state.counters["ranks"] = lorakit::dist::size(world);
+  state.counters["ranks"] = ranks;
 }
+void BM_EvaStatisticsPass(benchmark::State& state) { eva_statistics_pass(state, Split::rows); }
+void BM_EvaStatisticsPassWholeBatches(benchmark::State& state) { eva_statistics_pass(state, Split::batches); }
 BENCHMARK(BM_EvaStatisticsPass)->Args({1024, 8})->Iterations(3)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_EvaStatisticsPassWholeBatches)
+    ->Args({1024, 8})
+    ->Iterations(3)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 class NullReporter : public benchmark::BenchmarkReporter {
  public:
