@@ -50,7 +50,8 @@ TEST_CASE("tiny_llama Batches: targets are the next bytes, the same windows for 
   CHECK_THROWS_AS(Batches(short_text, 4, 8, 1), lorakit::ValueError);
 }
 
-TEST_CASE("tiny_llama bits_per_byte is 8 for a model that predicts uniformly", "[tiny_llama]") {
+/// A one-layer model small enough for exact checks of the evaluation.
+Config tiny_config() {
   Config c;
   c.dim = 8;
   c.layers = 1;
@@ -58,6 +59,11 @@ TEST_CASE("tiny_llama bits_per_byte is 8 for a model that predicts uniformly", "
   c.kv_heads = 1;
   c.hidden = 8;
   c.context = 16;
+  return c;
+}
+
+TEST_CASE("tiny_llama bits_per_byte is 8 for a model that predicts uniformly", "[tiny_llama]") {
+  const Config c = tiny_config();
   lorakit::Rng rng(3);
   Weights<double> w = Weights<double>::random(c, rng);
   w.lm_head.setZero();  // every logit 0: probability 1/256 for every byte
@@ -85,13 +91,7 @@ TEST_CASE("tiny_llama rows_of: the ranks' shares of a batch put together are the
 }
 
 TEST_CASE("tiny_llama bits_per_byte of a one-process DataParallel is the plain figure, bit for bit", "[tiny_llama]") {
-  Config c;
-  c.dim = 8;
-  c.layers = 1;
-  c.heads = 2;
-  c.kv_heads = 1;
-  c.hidden = 8;
-  c.context = 16;
+  const Config c = tiny_config();
   lorakit::Rng rng(5);
   Model<double, Dense<double>> model(Weights<double>::random(c, rng), dense_projections<double>(false));
   int argc = 1;
