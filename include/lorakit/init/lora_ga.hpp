@@ -182,8 +182,9 @@ inline void validate_lora_ga_config(const char* where, const LoraGaConfig& confi
 
 /// The top k singular triplets of a (in double): Eigen's BDCSVD, or the randomized SVD with a sketch of `sketch`
 /// columns and N power iterations. Signs follow `Svd`'s convention.
-inline Svd<double> top_triplets(const Matrix<double>& a, Index k, Index sketch, int power_iterations,
-                                std::uint64_t seed) {
+template <class = void>  // a template: compiled only in the units that call it (docs/getting-started.md, "Build time")
+Svd<double> top_triplets(const Matrix<double>& a, Index k, Index sketch, int power_iterations,
+                         std::uint64_t seed) {
   if (power_iterations < 0) {
     const Eigen::BDCSVD<Eigen::MatrixXd> exact(a, Eigen::ComputeThinU | Eigen::ComputeThinV);
     return detail::make_svd<double>(exact.matrixU(), exact.singularValues(), exact.matrixV(), k);

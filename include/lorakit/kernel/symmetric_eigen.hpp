@@ -50,7 +50,8 @@ struct SymmetricEigenResult {
 namespace detail {
 
 /// w -= V (V^T w), done twice (classical Gram-Schmidt with reorthogonalization, "CGS2").
-inline void orthogonalize_against(const Eigen::Ref<const Eigen::MatrixXd>& V, Eigen::Ref<Eigen::MatrixXd> W) {
+template <class = void>  // a template: compiled only in the units that call it (docs/getting-started.md, "Build time")
+void orthogonalize_against(const Eigen::Ref<const Eigen::MatrixXd>& V, Eigen::Ref<Eigen::MatrixXd> W) {
   if (V.cols() == 0) return;
   for (int pass = 0; pass < 2; ++pass) {
     const Eigen::MatrixXd coefficients = V.transpose() * W;
@@ -60,8 +61,9 @@ inline void orthogonalize_against(const Eigen::Ref<const Eigen::MatrixXd>& V, Ei
 
 /// Makes the columns of W orthonormal and orthogonal to V. A column that is (numerically) in the span of V
 /// and the previous columns is replaced by a random direction, so the block always has full rank.
-inline void orthonormalize_krylov_block(const Eigen::Ref<const Eigen::MatrixXd>& V, Eigen::Ref<Eigen::MatrixXd> W,
-                                        Rng& rng) {
+template <class = void>  // a template: compiled only in the units that call it (docs/getting-started.md, "Build time")
+void orthonormalize_krylov_block(const Eigen::Ref<const Eigen::MatrixXd>& V, Eigen::Ref<Eigen::MatrixXd> W,
+                                 Rng& rng) {
   const Eigen::VectorXd original = W.colwise().norm().transpose();
   orthogonalize_against(V, W);
   for (Index j = 0; j < W.cols(); ++j) {
@@ -105,7 +107,8 @@ inline void orthonormalize_krylov_block(const Eigen::Ref<const Eigen::MatrixXd>&
 /// restarts from the m/2 smallest Ritz vectors (thick restart), extended by the images of the b smallest.
 /// Results do not depend on the thread count. Needs count + b <= n / 2; use `smallest_eigenpairs_dense` below that.
 template <class Apply>
-SymmetricEigenResult smallest_eigenpairs(Apply&& apply, Index n, Index count, const SymmetricEigenOptions& options = {}) {
+SymmetricEigenResult smallest_eigenpairs(Apply&& apply, Index n, Index count,
+                                         const SymmetricEigenOptions& options = {}) {
   constexpr const char* where = "smallest_eigenpairs";
   if (count < 1) detail::fail<ValueError>(where, "count is ", count, ", expected >= 1");
   const Index b = options.block_size > 0 ? options.block_size
@@ -179,7 +182,8 @@ SymmetricEigenResult smallest_eigenpairs(Apply&& apply, Index n, Index count, co
 /// The `count` algebraically smallest eigenpairs of the symmetric matrix M (its lower triangle is read), by
 /// Eigen's dense `SelfAdjointEigenSolver` (tridiagonalization and implicit QR, O(n^3)): the reference the
 /// iterative solver is tested against.
-inline SymmetricEigenResult smallest_eigenpairs_dense(const Eigen::Ref<const Eigen::MatrixXd>& M, Index count) {
+template <class = void>  // a template: compiled only in the units that call it (docs/getting-started.md, "Build time")
+SymmetricEigenResult smallest_eigenpairs_dense(const Eigen::Ref<const Eigen::MatrixXd>& M, Index count) {
   constexpr const char* where = "smallest_eigenpairs_dense";
   if (M.rows() != M.cols()) detail::fail<ShapeError>(where, "M is [", M.rows(), " x ", M.cols(), "], expected square");
   if (count < 1 || count > M.rows()) {
