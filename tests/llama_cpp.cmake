@@ -12,8 +12,8 @@ endif()
 #  - llama_cpp_tiny_llama: the tiny llama of examples/tiny_llama as a GGUF base model, with and without an adapter.
 add_executable(test_llama_cpp ${CMAKE_CURRENT_SOURCE_DIR}/llama_cpp/main.cpp
                               ${CMAKE_CURRENT_SOURCE_DIR}/llama_cpp/test_tiny_llama_gguf.cpp)
-target_link_libraries(test_llama_cpp PRIVATE Catch2::Catch2 lorakit::lorakit lorakit_eigen_decompositions
-                                             nlohmann_json::nlohmann_json lorakit_warnings)
+target_link_libraries(test_llama_cpp PRIVATE lorakit_catch_session lorakit::lorakit nlohmann_json::nlohmann_json
+                                             lorakit_warnings)
 target_compile_options(test_llama_cpp PRIVATE $<$<CXX_COMPILER_ID:GNU>:-Wno-maybe-uninitialized>)
 target_compile_definitions(test_llama_cpp PRIVATE LORAKIT_LLAMA_CPP_DIR="${CMAKE_CURRENT_SOURCE_DIR}/llama_cpp")
 set(lorakit_llama_cpp_files test_tiny_llama_gguf:llama_cpp_tiny_llama)

@@ -1,7 +1,6 @@
 // The main of the llama.cpp interop tests: without node or the npm package node-llama-cpp (installed in
 // tests/llama_cpp/node_modules by scripts/test) it prints why and exits with 77, which ctest reports as skipped.
-#define CATCH_CONFIG_RUNNER
-#include <catch2/catch.hpp>
+#include "../catch_session.hpp"
 
 #include "../../examples/tiny_llama/llama_cpp.hpp"
 
@@ -14,5 +13,5 @@ int main(int argc, char* argv[]) {
     std::cerr << "\n*** SKIPPED: GGUF files are checked on the real llama.cpp, but " << why << "\n\n";
     return 77;
   }
-  return Catch::Session().run(argc, argv);
+  return lorakit::testing::run_catch(argc, argv);
 }

@@ -2,8 +2,9 @@
 // order). Data-parallel AdamW training equals one process on the whole batch; the ranks' adapters and AdamW moments
 // are bit-identical; EVA over shards equals EVA over all the data; reduced Fisher statistics equal the
 // single-process sums; failures on one rank reach every rank.
-#define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
+
+#include "catch_session.hpp"
 
 #include <lorakit/adapter/adapter_set.hpp>
 #include <lorakit/adapter/lora.hpp>
@@ -310,5 +311,5 @@ TEST_CASE("shard_rows splits rows contiguously in rank order", "[mpi]") {
 
 int main(int argc, char** argv) {
   lorakit::dist::Environment mpi(argc, argv);
-  return Catch::Session().run(argc, argv);
+  return lorakit::testing::run_catch(argc, argv);
 }
