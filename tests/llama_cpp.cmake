@@ -15,6 +15,8 @@ add_executable(test_llama_cpp ${CMAKE_CURRENT_SOURCE_DIR}/llama_cpp/main.cpp
 target_link_libraries(test_llama_cpp PRIVATE lorakit_catch_session lorakit::lorakit nlohmann_json::nlohmann_json
                                              lorakit_warnings)
 target_compile_options(test_llama_cpp PRIVATE $<$<CXX_COMPILER_ID:GNU>:-Wno-maybe-uninitialized>)
+# One unit (each file keeps its contents in a namespace of its own, as in the unit-test groups).
+set_target_properties(test_llama_cpp PROPERTIES UNITY_BUILD ON UNITY_BUILD_BATCH_SIZE 0)
 target_compile_definitions(test_llama_cpp PRIVATE LORAKIT_LLAMA_CPP_DIR="${CMAKE_CURRENT_SOURCE_DIR}/llama_cpp")
 set(lorakit_llama_cpp_files test_tiny_llama_gguf:llama_cpp_tiny_llama)
 if(TARGET lorakit-convert)

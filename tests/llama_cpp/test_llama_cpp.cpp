@@ -22,6 +22,8 @@
 #include <string>
 #include <vector>
 
+namespace lorakit_test_test_llama_cpp {
+
 using namespace lorakit;
 using namespace lorakit::io;
 
@@ -323,3 +325,5 @@ TEST_CASE("lorakit-convert turns a PEFT folder into the adapter llama.cpp's conv
     CHECK((returned.adapters.at(name).delta_weight() - expected).norm() <= 1e-6 * expected.norm());
   }
 }
+
+}  // namespace lorakit_test_test_llama_cpp

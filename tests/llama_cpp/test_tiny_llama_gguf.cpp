@@ -18,6 +18,8 @@
 #include <string>
 #include <vector>
 
+namespace lorakit_test_test_tiny_llama_gguf {
+
 namespace tl = tiny_llama;
 using lorakit::Index;
 
@@ -199,3 +201,5 @@ TEST_CASE("llama.cpp's logits for the exported tiny llama and its LoRA adapter e
           cpp_greedy(adapted, prompt, count, window));
   }
 }
+
+}  // namespace lorakit_test_test_tiny_llama_gguf
