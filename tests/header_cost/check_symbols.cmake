@@ -11,9 +11,9 @@ execute_process(COMMAND ${NM} -C --defined-only ${object} RESULT_VARIABLE rc OUT
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "${NM} failed on ${object}")
 endif()
-string(REGEX MATCHALL
-       "[^\n]*Eigen::(BDCSVD|JacobiSVD|SelfAdjointEigenSolver|HouseholderQR|LLT|internal::general_matrix_matrix_product|internal::gebp_kernel)[^\n]*"
-       heavy "${symbols}")
+set(kernels "BDCSVD|JacobiSVD|SelfAdjointEigenSolver|HouseholderQR|LLT|internal::general_matrix_matrix_product|\
+internal::gebp_kernel")
+string(REGEX MATCHALL "[^\n]*Eigen::(${kernels})[^\n]*" heavy "${symbols}")
 list(LENGTH heavy count)
 if(count GREATER 0)
   list(JOIN heavy "\n" heavy)
