@@ -13,14 +13,12 @@ CTEST := env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL ctest
 .PHONY: all release-build sanitizer-build release-tests sanitizer-tests
 all: release-tests sanitizer-tests
 
-# The recipes name $(MAKE), so the builds' own makes join this make's job server. Each build makes its longest
-# units first (the tiny llama study, the Fashion-MNIST study; the unit tests' program), so that none of them is
-# left to run alone at the end.
+# The recipes name $(MAKE), so the builds' own makes join this make's job server.
 release-build:
-	+@$(STEP) "Release build" - $(MAKE) --no-print-directory -C $(RELEASE) tiny_llama fashion_mnist all
+	+@$(STEP) "Release build" - $(MAKE) --no-print-directory -C $(RELEASE)
 
 sanitizer-build:
-	+@$(STEP) "sanitizer build" $(SANITIZE)/build.log $(MAKE) --no-print-directory -C $(SANITIZE) lorakit_tests all
+	+@$(STEP) "sanitizer build" $(SANITIZE)/build.log $(MAKE) --no-print-directory -C $(SANITIZE)
 
 release-tests: release-build
 	@$(STEP) "Release tests" $(RELEASE)/ctest.log $(CTEST) --test-dir $(RELEASE) --output-on-failure -j $(JOBS)
