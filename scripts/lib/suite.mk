@@ -1,6 +1,6 @@
 # scripts/test's schedule, run by one `make -k -j JOBS`: the two builds share its job slots, so that they compile
 # side by side without running more compilers than there are cores (two builds at -j2 each ran four compilers on
-# two cores, and each compiler took about a third more CPU time: README.md, "Test time"). Each build's tests start
+# two cores, and each compiler took about a third more CPU time: docs/testing.md). Each build's tests start
 # when it ends. The Release build prints as it goes; the other steps write their logs to files, printed when the
 # step ends (scripts/lib/step).
 #
