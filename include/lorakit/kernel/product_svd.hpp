@@ -50,3 +50,13 @@ Svd<T> product_svd(const Eigen::Ref<const Matrix<T>>& B, const Eigen::Ref<const 
 }
 
 }  // namespace lorakit
+
+// Compiled once where core/eigen_instances.hpp is opted into (LORAKIT_EXTERN_EIGEN_DECOMPOSITIONS).
+#ifdef LORAKIT_DECOMPOSITION_INSTANCE
+namespace lorakit {
+LORAKIT_DECOMPOSITION_INSTANCE Svd<float> product_svd<float>(const Eigen::Ref<const Matrix<float>>&,
+                                                             const Eigen::Ref<const Matrix<float>>&, Index);
+LORAKIT_DECOMPOSITION_INSTANCE Svd<double> product_svd<double>(const Eigen::Ref<const Matrix<double>>&,
+                                                               const Eigen::Ref<const Matrix<double>>&, Index);
+}  // namespace lorakit
+#endif

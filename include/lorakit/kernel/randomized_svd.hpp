@@ -87,3 +87,13 @@ Svd<T> randomized_svd(const Eigen::Ref<const Matrix<T>>& a, Index k, const RsvdO
 }
 
 }  // namespace lorakit
+
+// Compiled once where core/eigen_instances.hpp is opted into (LORAKIT_EXTERN_EIGEN_DECOMPOSITIONS).
+#ifdef LORAKIT_DECOMPOSITION_INSTANCE
+namespace lorakit {
+LORAKIT_DECOMPOSITION_INSTANCE Svd<float> randomized_svd<float>(const Eigen::Ref<const Matrix<float>>&, Index,
+                                                                const RsvdOptions&);
+LORAKIT_DECOMPOSITION_INSTANCE Svd<double> randomized_svd<double>(const Eigen::Ref<const Matrix<double>>&, Index,
+                                                                  const RsvdOptions&);
+}  // namespace lorakit
+#endif

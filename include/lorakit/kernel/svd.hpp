@@ -92,3 +92,13 @@ inline void check_non_empty(const char* where, const char* name, Index rows, Ind
 
 }  // namespace detail
 }  // namespace lorakit
+
+// Compiled once where core/eigen_instances.hpp is opted into (LORAKIT_EXTERN_EIGEN_DECOMPOSITIONS).
+#ifdef LORAKIT_DECOMPOSITION_INSTANCE
+namespace lorakit::detail {
+LORAKIT_DECOMPOSITION_INSTANCE void orthonormalize_columns<float>(ColMatrix<float>&);
+LORAKIT_DECOMPOSITION_INSTANCE void orthonormalize_columns<double>(ColMatrix<double>&);
+LORAKIT_DECOMPOSITION_INSTANCE void thin_qr<float>(ColMatrix<float>, ColMatrix<float>&, ColMatrix<float>&);
+LORAKIT_DECOMPOSITION_INSTANCE void thin_qr<double>(ColMatrix<double>, ColMatrix<double>&, ColMatrix<double>&);
+}  // namespace lorakit::detail
+#endif

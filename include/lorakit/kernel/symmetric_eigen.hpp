@@ -204,3 +204,17 @@ SymmetricEigenResult smallest_eigenpairs_dense(const Eigen::Ref<const Eigen::Mat
 }
 
 }  // namespace lorakit
+
+// Compiled once where core/eigen_instances.hpp is opted into (LORAKIT_EXTERN_EIGEN_DECOMPOSITIONS).
+#ifdef LORAKIT_DECOMPOSITION_INSTANCE
+namespace lorakit {
+namespace detail {
+LORAKIT_DECOMPOSITION_INSTANCE void orthogonalize_against<>(const Eigen::Ref<const Eigen::MatrixXd>&,
+                                                            Eigen::Ref<Eigen::MatrixXd>);
+LORAKIT_DECOMPOSITION_INSTANCE void orthonormalize_krylov_block<>(const Eigen::Ref<const Eigen::MatrixXd>&,
+                                                                  Eigen::Ref<Eigen::MatrixXd>, Rng&);
+}  // namespace detail
+LORAKIT_DECOMPOSITION_INSTANCE SymmetricEigenResult
+smallest_eigenpairs_dense<>(const Eigen::Ref<const Eigen::MatrixXd>&, Index);
+}  // namespace lorakit
+#endif
