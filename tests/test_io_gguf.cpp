@@ -545,6 +545,15 @@ TEST_CASE("load_gguf_lora rejects files that are not LoRA adapters", "[io][gguf]
   auto ranks = base("adapter", false);
   ranks.tensor("x.lora_a", {2, 2}, 0, 0).tensor("x.lora_b", {1, 4}, 0, 32).pad().floats({1, 2, 3, 4}).pad().floats({1, 2, 3, 4});
   check(ranks, "disagree on the rank");
+  // Rank 0 with 2^53 output rows: no values to read, so only the shape check stops it (before it, q's row
+  // permutation walked every row: a fuzzer's input that ran for minutes).
+  RawGguf empty;
+  empty.header(2, 6).kv_string("general.type", "adapter").kv_string("general.architecture", "llama");
+  empty.kv_string("adapter.type", "lora").kv_f32("adapter.lora.alpha", 3.0f);
+  empty.kv_u32("lorakit.n_head", 1).kv_u32("lorakit.n_head_kv", 1);
+  empty.tensor("blk.0.attn_q.weight.lora_a", {4, 0}, 0, 0).tensor("blk.0.attn_q.weight.lora_b", {0, 1ull << 53}, 0, 0);
+  empty.pad();
+  check(empty, "expected no empty dimension");
   auto other = base("adapter", false);
   other.tensor("x.lora_a", {4, 1}, 0, 0).tensor("norm.weight", {4}, 0, 32).pad().floats({1, 2, 3, 4}).pad().floats({1, 2, 3, 4});
   check(other, "neither a .lora_a nor a .lora_b");

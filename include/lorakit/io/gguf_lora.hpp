@@ -372,6 +372,8 @@ GgufLoraAdapter<T> load_gguf_lora_impl(const std::filesystem::path& file, const 
     const GgufTensorInfo& a = reader.info(a_name);
     const GgufTensorInfo& b = reader.info(b_name);
     if (a.ne.size() != 2 || b.ne.size() != 2) bad("the factors of '", base, "' have ne ", shape_string(a.ne), " and ", shape_string(b.ne), ", expected 2-D tensors");
+    // Before any loop over rows: a factor with no values may still claim 2^53 rows.
+    if (a.ne[0] < 1 || a.ne[1] < 1 || b.ne[0] < 1 || b.ne[1] < 1) bad("the factors of '", base, "' have ne ", shape_string(a.ne), " and ", shape_string(b.ne), ", expected no empty dimension (rank 0 or an empty layer)");
     // The module name, row order and layout: as recorded by save_gguf_lora, else through the table.
     std::string name = base;
     bool embedding = false;
