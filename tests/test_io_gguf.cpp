@@ -285,6 +285,10 @@ TEST_CASE("GGUF reader rejects each kind of malformed file with a clear message"
     RawGguf overflow;
     overflow.header(1, 0).tensor("a", {1ULL << 40, 1ULL << 40}, 0, 0).pad().floats({0});
     expect_io_error(dir, overflow.bytes, "overflows 64 bits");
+    // No elements, but rows of a matrix view (ne[1] * ne[2]) that overflow: a fuzzer's input (UBSan).
+    RawGguf empty_overflow;
+    empty_overflow.header(1, 0).tensor("a", {0, 1ULL << 40, 1ULL << 40}, 0, 0).pad();
+    expect_io_error(dir, empty_overflow.bytes, "overflows 64 bits");
     RawGguf bytes_overflow;
     bytes_overflow.header(1, 0).tensor("a", {1ULL << 62}, 0, 0).pad().floats({0});
     expect_io_error(dir, bytes_overflow.bytes, "byte size overflows");

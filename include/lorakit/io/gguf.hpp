@@ -374,12 +374,15 @@ class GgufReader {
     if (index_.count(tensor.name) != 0) fail("tensor '", name, "' appears twice (duplicate tensor name)");
     const auto n_dims = cursor.scalar<std::uint32_t>("a tensor's dimension count");
     if (n_dims == 0 || n_dims > gguf_max_dims) fail("tensor '", name, "' has ", n_dims, " dimensions, expected 1 to ", gguf_max_dims);
-    std::uint64_t numel = 1;
+    // extent: the product of the nonzero sizes, which bounds every partial product (a matrix view's rows) even when
+    // a zero size makes the number of elements 0.
+    std::uint64_t numel = 1, extent = 1;
     constexpr auto max_size = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
     for (std::uint32_t d = 0; d < n_dims; ++d) {
       const auto size = cursor.scalar<std::uint64_t>("a tensor's sizes");
       if (size > max_size) fail("tensor '", name, "': ne[", d, "] = ", size, " is negative as a signed 64-bit size");
-      if (size != 0 && numel > max_size / size) fail("tensor '", name, "': the number of elements overflows 64 bits");
+      if (size != 0 && extent > max_size / size) fail("tensor '", name, "': the product of its sizes overflows 64 bits");
+      if (size != 0) extent *= size;
       numel *= size;
       tensor.ne.push_back(static_cast<std::int64_t>(size));
     }
