@@ -112,8 +112,9 @@ TEST_CASE("pattern keys follow PEFT's matching, checked against std::regex", "[i
 }
 
 TEST_CASE("pattern keys that make backtracking engines blow up run in linear time", "[io][pattern]") {
+  // A backtracking engine takes hours (or overflows its stack) on these: the test then fails by ctest's timeout of
+  // the case (300 s), not by a clock of its own, which a loaded machine made fail at 2 s.
   const std::string as(20000, 'a');
-  const auto start = std::chrono::steady_clock::now();
   CHECK_FALSE(io::detail::KeyRegex("(a|aa)+").matches(as + "b"));
   CHECK(io::detail::KeyRegex("(a|aa)+").matches(as));
   CHECK_FALSE(io::detail::KeyRegex("(a*)*b").matches(as));
@@ -123,8 +124,6 @@ TEST_CASE("pattern keys that make backtracking engines blow up run in linear tim
   dotted += "q";
   CHECK(io::detail::KeyRegex("q").matches(dotted));
   CHECK(io::detail::KeyRegex("(.*)*(ab\\.)+q").matches(dotted));
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  CHECK(seconds < 2.0);  // a backtracking engine takes hours (or overflows its stack) on these
 
   // The same through load_peft, with a 20,000-character module name.
   TempDir dir;
