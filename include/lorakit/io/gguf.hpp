@@ -381,8 +381,10 @@ class GgufReader {
     for (std::uint32_t d = 0; d < n_dims; ++d) {
       const auto size = cursor.scalar<std::uint64_t>("a tensor's sizes");
       if (size > max_size) fail("tensor '", name, "': ne[", d, "] = ", size, " is negative as a signed 64-bit size");
-      if (size != 0 && extent > max_size / size) fail("tensor '", name, "': the product of its sizes overflows 64 bits");
-      if (size != 0) extent *= size;
+      if (size != 0) {
+        if (extent > max_size / size) fail("tensor '", name, "': the product of its sizes overflows 64 bits");
+        extent *= size;
+      }
       numel *= size;
       tensor.ne.push_back(static_cast<std::int64_t>(size));
     }
